@@ -1,0 +1,307 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quiltmesh/quilt-runtime/shared/wire"
+)
+
+// nobody is the unprivileged uid the tests run processes as.
+const nobody = 65534
+
+// binDir holds the binaries under test, in a directory every uid can read.
+var binDir string
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("QUILT_E2E_CHILD"); mode != "" {
+		os.Exit(child(mode))
+	}
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "quilt-e2e-bin-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return 1, err
+	}
+	binDir = dir
+	for _, pkg := range []string{"./helper/cmd/quilt-route-helper"} {
+		cmd := exec.Command("go", "build", "-o", dir, pkg)
+		cmd.Dir, cmd.Env = "..", append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	// The test binary itself is re-run as an unprivileged child, so it too
+	// must sit where every uid can read it.
+	self, err := os.Executable()
+	if err != nil {
+		return 1, err
+	}
+	b, err := os.ReadFile(self)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "e2e.test"), b, 0o755)
+	}
+	if err != nil {
+		return 1, err
+	}
+	return m.Run(), nil
+}
+
+// requireRoot skips the test without root, or fails it when CI=true.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (network namespaces, setpriv) and CI=true forbids skipping")
+	}
+	t.Skip("needs root to create network namespaces and switch uids; run `sudo make test`")
+}
+
+// run runs a command and fails the test if it fails.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+var nsCount atomic.Int32
+
+// newNetns makes a named network namespace with lo up and the given vxlan
+// interfaces, and removes it when the test ends.
+func newNetns(t *testing.T, vxlans ...string) string {
+	t.Helper()
+	requireRoot(t)
+	ns := fmt.Sprintf("quilt-e2e-%d-%d", os.Getpid(), nsCount.Add(1))
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	for i, name := range vxlans {
+		run(t, "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", fmt.Sprint(100+i), "dstport", "4789")
+		run(t, "ip", "-n", ns, "link", "set", name, "up")
+	}
+	return ns
+}
+
+// routes returns the namespace's IPv4 main-table routes, one per line.
+func routes(t *testing.T, ns string, filter ...string) string {
+	t.Helper()
+	return run(t, "ip", append([]string{"-n", ns, "-4", "route", "show", "table", "main"}, filter...)...)
+}
+
+// socketDir makes a directory for sockets that uid can write, removed at
+// the end of the test.
+func socketDir(t *testing.T, uid int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "quilt-e2e-sock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// proc is a process started by a test, stopped when the test ends.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits up to d for the process to end and returns its exit error.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		t.Fatalf("process still running after %v:\n%s", d, p.Output())
+		return nil
+	}
+}
+
+// Output returns what the process has written so far.
+func (p *proc) Output() string { return p.out.String() }
+
+// start starts a command in the namespace, optionally under setpriv, and
+// kills it at the end of the test.
+func start(t *testing.T, ns string, setpriv []string, name string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"netns", "exec", ns}, setpriv...)
+	argv = append(append(argv, name), args...)
+	return startCmd(t, exec.Command("ip", argv...))
+}
+
+// startCmd starts cmd and kills it at the end of the test.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", cmd.Args, p.Output())
+		}
+	})
+	return p
+}
+
+// onlyNetAdmin runs a command as uid with CAP_NET_ADMIN as its only
+// capability, the way the systemd unit starts the helper.
+func onlyNetAdmin(uid int) []string {
+	return []string{"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
+		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--"}
+}
+
+// unprivileged runs a command as uid with no capabilities at all.
+func unprivileged(uid int) []string {
+	return []string{"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"}
+}
+
+// startHelper starts the real helper in ns with only CAP_NET_ADMIN, as
+// nobody, admitting allowUID, and waits for its socket.
+func startHelper(t *testing.T, ns string, allowUID int, extra ...string) (*proc, string) {
+	t.Helper()
+	sock := filepath.Join(socketDir(t, nobody), "helper.sock")
+	args := append([]string{"--socket", sock, "--allow-uid", fmt.Sprint(allowUID)}, extra...)
+	p := start(t, ns, onlyNetAdmin(nobody), filepath.Join(binDir, "quilt-route-helper"), args...)
+	waitFor(t, p, func() bool { _, err := os.Stat(sock); return err == nil })
+	return p, sock
+}
+
+// waitFor polls cond until it holds, failing the test after 10s or if p exits.
+func waitFor(t *testing.T, p *proc, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for !cond() {
+		if p != nil && p.exited() {
+			t.Fatalf("process exited: %s", p.Output())
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting; output so far:\n%s", p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// dialHelper connects to a helper socket as the test's own uid.
+func dialHelper(t *testing.T, sock string) *net.UnixConn {
+	t.Helper()
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exchange sends raw bytes and returns the records read until one that
+// ends the answer (anything but a list entry), or io.EOF if the helper
+// closed the connection.
+func exchange(c *net.UnixConn, msg []byte) ([]wire.Record, error) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return nil, err
+	}
+	var recs []wire.Record
+	buf := make([]byte, wire.Size+1)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return recs, err
+		}
+		r, err := wire.Decode(buf[:n])
+		if err != nil {
+			return recs, fmt.Errorf("helper sent a bad record: %w", err)
+		}
+		recs = append(recs, r)
+		if r.Result != wire.ResultRoute {
+			return recs, nil
+		}
+	}
+}
+
+// call sends one request record and returns the final reply.
+func call(t *testing.T, c *net.UnixConn, req wire.Record) wire.Record {
+	t.Helper()
+	recs, err := exchange(c, req.Encode())
+	if err != nil {
+		t.Fatalf("%v %v %q: %v", req.Op, req.Dst, req.Ifname, err)
+	}
+	return recs[len(recs)-1]
+}
+
+// assertClosed checks the helper closed the connection.
+func assertClosed(t *testing.T, c *net.UnixConn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, wire.Size+1)); err != io.EOF {
+		t.Fatalf("want the helper to close the connection, read %d bytes, err %v", n, err)
+	}
+}
+
+// syncBuffer collects a process's output while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,151 @@
+package helper
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
+	"github.com/quiltmesh/quilt-runtime/shared/wire"
+)
+
+// Server answers route requests from allowed peers.
+type Server struct {
+	mu          sync.Mutex // one route operation at a time
+	Policy      policy.Policy
+	Routes      *Routes
+	AllowUIDs   []uint32      // peers admitted by SO_PEERCRED uid
+	MaxConns    int           // connections served at once; later ones wait in the backlog
+	IdleTimeout time.Duration // a connection idle this long is closed
+	Log         *slog.Logger
+}
+
+// Listen returns the SOCK_SEQPACKET socket systemd handed over (LISTEN_PID,
+// LISTEN_FDS=1, fd 3), or else a new one at path with mode 0660, made so by
+// the umask rather than by a chmod after the fact.
+func Listen(path string) (*net.UnixListener, error) {
+	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) {
+		f := os.NewFile(3, "systemd-socket")
+		l, err := net.FileListener(f)
+		f.Close()
+		if ul, ok := l.(*net.UnixListener); ok && os.Getenv("LISTEN_FDS") == "1" && ul.Addr().Network() == "unixpacket" {
+			return ul, nil
+		}
+		return nil, fmt.Errorf("socket activation: want LISTEN_FDS=1 and a Unix SOCK_SEQPACKET socket, got %q, %v (%v)", os.Getenv("LISTEN_FDS"), l, err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path) // left by a helper that was killed
+	}
+	defer unix.Umask(unix.Umask(0o117))
+	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+}
+
+// Serve accepts connections until l is closed.
+func (s *Server) Serve(l *net.UnixListener) error {
+	slots := make(chan struct{}, s.MaxConns)
+	for {
+		slots <- struct{}{}
+		c, err := l.AcceptUnix()
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		} else if err != nil { // e.g. EMFILE: back off, keep serving
+			s.Log.Error("accept failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			<-slots
+			continue
+		}
+		go func() { s.serveConn(c); <-slots }()
+	}
+}
+
+// serveConn checks the peer, then answers one request at a time until the
+// peer leaves, idles out, or breaks framing (wrong size or version).
+func (s *Server) serveConn(c *net.UnixConn) {
+	defer c.Close()
+	var cred *unix.Ucred
+	var credErr error
+	raw, err := c.SyscallConn()
+	if err == nil {
+		err = raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	}
+	if err = errors.Join(err, credErr); err != nil {
+		s.Log.Warn("refused connection: no peer credentials", "err", err)
+		return
+	}
+	peer := slog.Group("peer", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid)
+	if !slices.Contains(s.AllowUIDs, cred.Uid) {
+		s.Log.Warn("refused connection: uid not allowed", peer)
+		return
+	}
+	buf := make([]byte, wire.Size+1) // one spare byte shows an oversized record
+	for {
+		c.SetDeadline(time.Now().Add(s.IdleTimeout))
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		req, err := wire.DecodeRequest(buf[:n])
+		replies := []wire.Record{reply(req, 0, err)}
+		if err == nil {
+			replies = s.handle(req, peer)
+		}
+		for _, r := range replies {
+			if _, err := c.Write(r.Encode()); err != nil {
+				return
+			}
+		}
+		if errors.Is(err, wire.StatusBadSize) || errors.Is(err, wire.StatusBadVersion) {
+			s.Log.Warn("closed connection: broken framing", peer, "err", err)
+			return
+		}
+	}
+}
+
+// handle re-checks a well-formed request against the policy, carries it out
+// and logs every mutation for audit.
+func (s *Server) handle(req wire.Record, peer slog.Attr) []wire.Record {
+	var res wire.Result
+	var err error
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch req.Op {
+	case wire.OpHello:
+		return []wire.Record{reply(req, 0, nil)}
+	case wire.OpList:
+		recs, err := s.Routes.List(req.Tag)
+		return append(recs, reply(req, wire.ResultDone, err))
+	case wire.OpAdd:
+		if err = errors.Join(s.Policy.CheckPrefix(req.Dst), s.Policy.CheckInterface(req.Ifname)); err == nil {
+			res, err = s.Routes.Add(req.Dst, req.Ifname)
+		}
+	case wire.OpDelete:
+		if err = s.Policy.CheckPrefix(req.Dst); err == nil {
+			res, err = s.Routes.Delete(req.Dst)
+		}
+	}
+	rep := reply(req, res, err)
+	s.Log.Info("route "+req.Op.String(), "dst", req.Dst, "dev", req.Ifname, peer, "result", rep.Result, "status", rep.Status, "errno", rep.Errno, "err", err)
+	return []wire.Record{rep}
+}
+
+// reply answers req with a result, or with the status code of err: only
+// the code and the errno cross the boundary, the detail stays in our log.
+func reply(req wire.Record, res wire.Result, err error) wire.Record {
+	rep := wire.Record{Op: req.Op, Tag: req.Tag, Result: res}
+	if err != nil {
+		var errno unix.Errno
+		rep.Result, rep.Status = 0, wire.StatusKernel
+		if !errors.As(err, &rep.Status) && errors.As(err, &errno) {
+			rep.Errno = uint32(errno)
+		}
+	}
+	return rep
+}
