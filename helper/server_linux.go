@@ -19,13 +19,11 @@ import (
 
 // Server answers route requests from allowed peers.
 type Server struct {
-	mu          sync.Mutex // one route operation at a time
-	Policy      policy.Policy
-	Routes      *Routes
-	AllowUIDs   []uint32      // peers admitted by SO_PEERCRED uid
-	MaxConns    int           // connections served at once; later ones wait in the backlog
-	IdleTimeout time.Duration // a connection idle this long is closed
-	Log         *slog.Logger
+	mu        sync.Mutex // one route operation at a time
+	Policy    policy.Policy
+	Routes    *Routes
+	AllowUIDs []uint32 // peers admitted by SO_PEERCRED uid
+	Log       *slog.Logger
 }
 
 // Listen returns the SOCK_SEQPACKET socket systemd handed over (LISTEN_PID,
@@ -48,19 +46,21 @@ func Listen(path string) (*net.UnixListener, error) {
 	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 }
 
-// Serve accepts connections until l is closed.
+// Limits: connections served at once (later ones wait in the listen
+// backlog, so open descriptors stay bounded), and how long one may idle.
+const (
+	MaxConns    = 16
+	IdleTimeout = 2 * time.Minute
+)
+
+// Serve accepts connections until l fails or is closed.
 func (s *Server) Serve(l *net.UnixListener) error {
-	slots := make(chan struct{}, s.MaxConns)
+	slots := make(chan struct{}, MaxConns)
 	for {
 		slots <- struct{}{}
 		c, err := l.AcceptUnix()
-		if errors.Is(err, net.ErrClosed) {
-			return nil
-		} else if err != nil { // e.g. EMFILE: back off, keep serving
-			s.Log.Error("accept failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			<-slots
-			continue
+		if err != nil {
+			return err
 		}
 		go func() { s.serveConn(c); <-slots }()
 	}
@@ -87,7 +87,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	buf := make([]byte, wire.Size+1) // one spare byte shows an oversized record
 	for {
-		c.SetDeadline(time.Now().Add(s.IdleTimeout))
+		c.SetDeadline(time.Now().Add(IdleTimeout))
 		n, err := c.Read(buf)
 		if err != nil {
 			return

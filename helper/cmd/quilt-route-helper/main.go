@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/user"
 	"strconv"
-	"time"
 
 	"github.com/quiltmesh/quilt-runtime/helper"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
@@ -27,41 +26,37 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("quilt-route-helper", flag.ContinueOnError)
+	var pol policy.Policy
+	var uids []uint32
 	socket := fs.String("socket", "/run/quilt/route-helper.sock", "Unix socket to listen on, unless systemd passes one")
-	cidr := fs.String("cluster-cidr", "10.42.0.0/16", "only routes inside this IPv4 CIDR")
-	plen := fs.Int("node-prefix-len", 24, "only routes of this prefix length")
+	fs.TextVar(&pol.Cluster, "cluster-cidr", netip.MustParsePrefix("10.42.0.0/16"), "only routes inside this IPv4 CIDR")
+	fs.IntVar(&pol.PrefixLen, "node-prefix-len", 24, "only routes of this prefix length")
 	table := fs.Uint("table", 254, "routing table, 1-4294967295 (254 is main)")
 	proto := fs.Uint("route-protocol", 81, "route protocol number, 1-255, marking routes as ours")
 	runAs := fs.String("user", "", "switch to this user (name or uid) after start, keeping CAP_NET_ADMIN")
-	var uids []uint32
-	var ifaces []string
 	fs.Func("allow-uid", "user (name or uid) allowed to connect; repeatable, required", func(s string) error {
 		uid, _, err := lookup(s)
 		uids = append(uids, uint32(uid))
 		return err
 	})
 	fs.Func("allowed-interface", "interface routes may use; repeatable (default vxlan100)", func(s string) error {
-		ifaces = append(ifaces, s)
+		pol.Interfaces = append(pol.Interfaces, s)
 		return nil
 	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cluster, err := netip.ParsePrefix(*cidr)
-	pol := policy.Policy{Cluster: cluster, PrefixLen: *plen, Interfaces: ifaces}
-	if len(ifaces) == 0 {
+	if len(pol.Interfaces) == 0 {
 		pol.Interfaces = []string{"vxlan100"}
 	}
-	uid, gid := -1, -1
+	uid, gid, err := -1, -1, pol.Validate()
 	switch {
 	case err != nil:
-		return fmt.Errorf("--cluster-cidr: %w", err)
+		return err
 	case len(uids) == 0:
 		return errors.New("--allow-uid is required: name the frontend's user")
 	case *proto < 1 || *proto > 255 || *table < 1 || *table > 1<<32-1:
 		return errors.New("--route-protocol must be 1-255 and --table 1-4294967295")
-	case pol.Validate() != nil:
-		return pol.Validate()
 	case *runAs != "":
 		if uid, gid, err = lookup(*runAs); err != nil {
 			return fmt.Errorf("--user: %w", err)
@@ -80,8 +75,8 @@ func run(args []string) error {
 		"prefix_len", pol.PrefixLen, "interfaces", pol.Interfaces, "table", *table, "route_protocol", *proto, "uid", os.Getuid())
 	// No signal handling: SIGTERM ends the process, its routes stay in the
 	// kernel, and the next start removes the socket file left behind.
-	srv := &helper.Server{Policy: pol, Routes: routes, AllowUIDs: uids, MaxConns: 16, IdleTimeout: 2 * time.Minute, Log: log}
-	return srv.Serve(l)
+	err = (&helper.Server{Policy: pol, Routes: routes, AllowUIDs: uids, Log: log}).Serve(l)
+	return fmt.Errorf("serve: %w", err) // only when the socket fails: let the supervisor restart us
 }
 
 // lookup resolves a user name, or a uid with or without a passwd entry,

@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
+)
+
+// freePort returns a loopback TCP port nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestPrivilegeSeparatedAgentSequence runs the product as deployed: the
+// helper with only CAP_NET_ADMIN in a namespace with vxlan100, the frontend
+// as an unprivileged uid with no capabilities, and a real gRPC client doing
+// what the Quilt Mesh agent does. Then the kernel holds exactly our routes.
+func TestPrivilegeSeparatedAgentSequence(t *testing.T) {
+	ns := newNetns(t, "vxlan100")
+	const frontendUID = 65533
+	_, sock := startHelper(t, ns, frontendUID)
+	// The socket's group is the frontend's, as systemd's SocketGroup makes it.
+	if err := os.Chown(sock, nobody, frontendUID); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(sock), 0o755)
+	addr := freePort(t)
+	fe := start(t, ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr, "--helper-socket", sock)
+	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+addr) })
+
+	// The frontend listens inside the namespace's loopback; dial it there.
+	conn := dialInNetns(t, ns, addr)
+	client := quiltpb.NewQuiltRuntimeClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitFor(t, fe, func() bool {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
+		return err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING
+	})
+	type ans interface {
+		GetSuccess() bool
+		GetError() string
+	}
+	check := func(what string, a ans, err error) {
+		t.Helper()
+		if err != nil || !a.GetSuccess() {
+			t.Fatalf("%s: %v, %v", what, a, err)
+		}
+	}
+	r1, err := client.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"})
+	check("configure", r1, err)
+	for _, dst := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.2.0/24"} {
+		r, err := client.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: dst, ViaInterface: "vxlan100"})
+		check("inject "+dst, r, err)
+	}
+	for range 2 {
+		r, err := client.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: "10.42.3.0/24"})
+		check("remove 10.42.3.0/24", r, err)
+	}
+	// Refusals come back as success=false with the value and the rule.
+	for _, tc := range []struct{ dst, via, want string }{
+		{"10.42.1.0/24", "vxlan100", "own subnet"},
+		{"10.43.2.0/24", "vxlan100", "outside the cluster CIDR"},
+		{"10.42.4.0/24", "eth0", "not on the allow list"},
+	} {
+		r, err := client.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: tc.dst, ViaInterface: tc.via})
+		if err != nil || r.Success || !strings.Contains(r.Error, tc.want) || !strings.Contains(r.Error, tc.dst[:8]) && !strings.Contains(r.Error, tc.via) {
+			t.Errorf("inject %s via %s: %v, %v; want success=false naming %q", tc.dst, tc.via, r, err, tc.want)
+		}
+	}
+
+	if got, exp := routes(t, ns), "10.42.2.0/24 dev vxlan100 proto 81 scope link \n"; got != exp {
+		t.Fatalf("routes in the namespace:\n%s\nwant exactly:\n%s", got, exp)
+	}
+	for _, line := range []string{
+		"RPC: ConfigureNodeSubnet(subnet=10.42.1.0/24)", "IPAM configured with subnet: 10.42.1.0/24",
+		"RPC: InjectRoute(destination=10.42.2.0/24, via=vxlan100)", "Added route: 10.42.2.0/24 dev vxlan100",
+		"Removed route: 10.42.3.0/24", "Route already absent: 10.42.3.0/24",
+	} {
+		if !strings.Contains(fe.Output(), line) {
+			t.Errorf("frontend log lacks %q", line)
+		}
+	}
+}
+
+// TestFrontendRefusesPrivileges: the frontend will not run as root.
+func TestFrontendRefusesPrivileges(t *testing.T) {
+	ns := newNetns(t)
+	p := start(t, ns, nil, filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", freePort(t), "--helper-socket", "/nonexistent")
+	if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "running as uid 0") {
+		t.Fatalf("frontend as root: %v %q", err, p.Output())
+	}
+}
+
+// TestFrontendHelperDown: with no helper, route RPCs fail fast with
+// "route helper unavailable", and health says NOT_SERVING.
+func TestFrontendHelperDown(t *testing.T) {
+	ns := newNetns(t, "vxlan100")
+	addr := freePort(t)
+	sock := filepath.Join(socketDir(t, nobody), "absent.sock")
+	fe := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr, "--helper-socket", sock)
+	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+addr) })
+	conn := dialInNetns(t, ns, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	r, err := quiltpb.NewQuiltRuntimeClient(conn).InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+	if err != nil || r.Success || !strings.Contains(r.Error, "route helper unavailable") {
+		t.Fatalf("inject without helper: %v, %v", r, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("inject without helper took %v", d)
+	}
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health without helper: %v, %v", h, err)
+	}
+}
+
+// dialInNetns makes a gRPC client whose connections are made from inside
+// the namespace, where the frontend's loopback address lives.
+func dialInNetns(t *testing.T, ns, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialFromNetns(ns, a) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}

@@ -1,0 +1,89 @@
+// Command quilt-runtime is the unprivileged gRPC server the Quilt Mesh agent
+// calls to program this node. It forwards route changes to
+// quilt-route-helper. See package frontend.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
+)
+
+func main() {
+	app := &cli.App{
+		Name:  "quilt-runtime",
+		Usage: "serve the QuiltRuntime gRPC API; route changes go through quilt-route-helper",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "grpc-addr", Value: cli.NewStringSlice("127.0.0.1:50051"), EnvVars: []string{"QUILT_GRPC_ADDR"}, Usage: "listen address, repeatable: host:port, unix:///path or vsock://CID:PORT"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"QUILT_TLS_CERT"}, Usage: "serve TLS with this certificate (PEM)"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"QUILT_TLS_KEY"}, Usage: "the certificate's private key (PEM)"},
+			&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"QUILT_TLS_CA"}, Usage: "require client certificates signed by this CA (mTLS)"},
+			&cli.BoolFlag{Name: "insecure", EnvVars: []string{"QUILT_INSECURE"}, Usage: "allow plaintext on non-loopback TCP and vsock addresses"},
+			&cli.StringFlag{Name: "helper-socket", Value: "/run/quilt/route-helper.sock", EnvVars: []string{"QUILT_HELPER_SOCKET"}, Usage: "the route helper's Unix socket"},
+			&cli.DurationFlag{Name: "helper-timeout", Value: 2e9, EnvVars: []string{"QUILT_HELPER_TIMEOUT"}, Usage: "deadline of each request to the helper"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", EnvVars: []string{"QUILT_CLUSTER_CIDR"}, Usage: "node subnets lie inside this IPv4 CIDR"},
+			&cli.IntFlag{Name: "node-prefix-len", Value: 24, EnvVars: []string{"QUILT_NODE_PREFIX_LEN"}, Usage: "prefix length of every node subnet"},
+			&cli.StringSliceFlag{Name: "allowed-interface", Value: cli.NewStringSlice("vxlan100"), EnvVars: []string{"QUILT_ALLOWED_INTERFACE"}, Usage: "interfaces routes may use, repeatable"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
+			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
+		},
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "quilt-runtime:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", c.Args().Slice())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch c.String("log-format") {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", c.String("log-format"))
+	}
+	if !c.Bool("allow-root") {
+		if err := frontend.CheckPrivileges(); err != nil {
+			return err
+		}
+	}
+	cluster, err := netip.ParsePrefix(c.String("cluster-cidr"))
+	if err != nil {
+		return fmt.Errorf("--cluster-cidr: %w", err)
+	}
+	if c.Duration("helper-timeout") <= 0 {
+		return fmt.Errorf("--helper-timeout must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return frontend.Run(ctx, frontend.Config{
+		Addrs:   c.StringSlice("grpc-addr"),
+		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSCA: c.String("tls-ca"),
+		Insecure:      c.Bool("insecure"),
+		HelperSocket:  c.String("helper-socket"),
+		HelperTimeout: c.Duration("helper-timeout"),
+		Policy:        policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
+		Log:           slog.New(h),
+	})
+}

@@ -1,0 +1,212 @@
+package frontend
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
+)
+
+// Config is everything quilt-runtime is started with.
+type Config struct {
+	Addrs                  []string // host:port, unix:///path, vsock://CID:PORT
+	TLSCert, TLSKey, TLSCA string
+	Insecure               bool // allow plaintext beyond loopback
+	HelperSocket           string
+	HelperTimeout          time.Duration
+	Policy                 policy.Policy
+	Log                    *slog.Logger
+}
+
+// Listener is a parsed --grpc-addr.
+type Listener struct {
+	Network string // tcp, unix or vsock
+	Addr    string // host:port, a path, or CID:PORT
+	CID     uint32
+	Port    uint32
+}
+
+// ParseAddr parses one --grpc-addr value.
+func ParseAddr(s string) (Listener, error) {
+	switch {
+	case strings.HasPrefix(s, "unix://"):
+		path := strings.TrimPrefix(s, "unix://")
+		if !strings.HasPrefix(path, "/") {
+			return Listener{}, fmt.Errorf("address %s: a unix address needs an absolute path, as in unix:///run/quilt/runtime.sock", show(s))
+		}
+		return Listener{Network: "unix", Addr: path}, nil
+	case strings.HasPrefix(s, "vsock://"):
+		cid, port, ok := strings.Cut(strings.TrimPrefix(s, "vsock://"), ":")
+		c, cerr := strconv.ParseUint(cid, 10, 32)
+		p, perr := strconv.ParseUint(port, 10, 32)
+		if !ok || cerr != nil || perr != nil {
+			return Listener{}, fmt.Errorf("address %s: want vsock://CID:PORT with decimal numbers", show(s))
+		}
+		return Listener{Network: "vsock", Addr: cid + ":" + port, CID: uint32(c), Port: uint32(p)}, nil
+	case strings.Contains(s, "://"):
+		return Listener{}, fmt.Errorf("address %s: unknown scheme; use host:port, unix:///path or vsock://CID:PORT", show(s))
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return Listener{}, fmt.Errorf("address %s: want host:port: %w", show(s), err)
+	}
+	return Listener{Network: "tcp", Addr: net.JoinHostPort(host, port)}, nil
+}
+
+// Loopback reports whether only this host can reach the listener over TCP.
+func (l Listener) Loopback() bool {
+	host, _, _ := net.SplitHostPort(l.Addr)
+	ip := net.ParseIP(host)
+	return l.Network == "unix" || host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// Listen opens the listener. A unix socket gets mode 0660 through the
+// umask; a stale socket file at the path is removed first.
+func (l Listener) Listen() (net.Listener, error) {
+	switch l.Network {
+	case "unix":
+		if fi, err := os.Lstat(l.Addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(l.Addr)
+		}
+		defer unix.Umask(unix.Umask(0o117))
+		return net.Listen("unix", l.Addr)
+	case "vsock":
+		return vsock.ListenContextID(l.CID, l.Port, nil)
+	}
+	return net.Listen("tcp", l.Addr)
+}
+
+// serverTLS builds the TLS config: a certificate, and with a CA, mTLS.
+func serverTLS(cfg Config) (*tls.Config, error) {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if cfg.TLSCert == "" {
+		if cfg.TLSCA != "" {
+			return nil, errors.New("--tls-ca needs --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		tc.ClientCAs = x509.NewCertPool()
+		if !tc.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificates in it", cfg.TLSCA)
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// NewGRPCServer returns a server with our limits, the QuiltRuntime
+// service, health and reflection.
+func NewGRPCServer(svc *Service, hs *health.Server, tc *tls.Config) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(16 << 10),
+		grpc.MaxConcurrentStreams(64),
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 10 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+	if tc != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	srv := grpc.NewServer(opts...)
+	quiltpb.RegisterQuiltRuntimeServer(srv, svc)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return srv
+}
+
+// Run serves until ctx ends, then stops gracefully. Routes stay in the
+// kernel: stopping never removes them.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Policy.Validate(); err != nil {
+		return err
+	}
+	tc, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
+	var lns []Listener
+	for _, a := range cfg.Addrs {
+		l, err := ParseAddr(a)
+		if err != nil {
+			return err
+		}
+		if tc == nil && !cfg.Insecure && (l.Network == "vsock" || !l.Loopback()) {
+			return fmt.Errorf("refusing plaintext gRPC on %s, which is reachable beyond this host: give --tls-cert and --tls-key, or --insecure", a)
+		}
+		lns = append(lns, l)
+	}
+	helper := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
+	defer helper.Close()
+	svc := &Service{Policy: cfg.Policy, Helper: helper, Log: cfg.Log}
+	hs := health.NewServer()
+	srv := NewGRPCServer(svc, hs, tc)
+	setHealth := func(up bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if up {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		hs.SetServingStatus("", st)
+		hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, st)
+	}
+	setHealth(false)
+	go helper.Watch(ctx, 5*time.Second, cfg.Log, setHealth)
+
+	errc := make(chan error, len(lns))
+	for _, l := range lns {
+		nl, err := l.Listen()
+		if err != nil {
+			srv.Stop()
+			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+		}
+		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "")
+		go func() { errc <- srv.Serve(nl) }()
+	}
+	select {
+	case <-ctx.Done():
+		cfg.Log.Info("stopping gRPC server; routes stay in the kernel")
+	case err = <-errc:
+		cfg.Log.Error("gRPC server failed", "err", err)
+	}
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
+	return err
+}
