@@ -51,7 +51,6 @@ func child(mode string) int {
 			fmt.Fprintln(os.Stderr, "open:", err)
 			return childFailed
 		}
-		defer r.Close()
 		_, err = r.Add(netip.MustParsePrefix(dst), ifname)
 		if errors.Is(err, unix.EPERM) {
 			return childOK

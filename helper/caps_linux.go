@@ -31,29 +31,27 @@ func DropPrivileges(uid, gid int) error {
 			}
 		}
 	}
+	// Any failure from here on ends the process, so each step runs even if
+	// one before it failed; the error says which.
 	err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0)
-	if err == nil && uid >= 0 { // any failure here ends the process, so order past the first does not matter
-		err = errors.Join(allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0),
+	if uid >= 0 {
+		err = errors.Join(err, allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0),
 			syscall.Setgroups(nil), syscall.Setresgid(gid, gid, gid), syscall.Setresuid(uid, uid, uid))
 	}
 	data = [2]unix.CapUserData{{Effective: 1 << netAdmin, Permitted: 1 << netAdmin}}
-	if err == nil {
-		err = allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
-	}
-	if err == nil {
-		err = allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
-	}
+	err = errors.Join(err, allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0),
+		allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0))
 	if err != nil {
 		return fmt.Errorf("drop to CAP_NET_ADMIN alone (uid %d): %w", uid, err)
 	}
 	return nil
 }
 
+// allThreads makes a syscall on every thread of the process. It fails with
+// ENOTSUP in a binary built with cgo.
 func allThreads(trap, a1, a2, a3 uintptr) error {
-	if _, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3); errno == syscall.ENOTSUP {
-		return fmt.Errorf("%w: built with cgo, so capabilities cannot change on every thread; build with CGO_ENABLED=0", errno)
-	} else if errno != 0 {
-		return errno
+	if _, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3); errno != 0 {
+		return fmt.Errorf("%w (ENOTSUP means built with cgo: build with CGO_ENABLED=0)", errno)
 	}
 	return nil
 }

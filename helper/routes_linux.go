@@ -36,9 +36,6 @@ func OpenRoutes(table uint32, proto uint8) (*Routes, error) {
 	return &Routes{c: c, table: table, proto: proto}, err
 }
 
-// Close releases the netlink socket.
-func (r *Routes) Close() error { return r.c.Close() }
-
 // Add makes dst go via the interface: create the route if absent, keep it
 // if ours there already, move it in one request if ours elsewhere, and
 // refuse if any route for dst is not ours. A race with another writer
@@ -49,7 +46,7 @@ func (r *Routes) Add(dst netip.Prefix, ifname string) (wire.Result, error) {
 		return 0, fmt.Errorf("%w: %q: %w", wire.StatusNoIface, ifname, err)
 	}
 	for try := 0; ; try++ {
-		found, err := r.find(dst)
+		found, err := r.dump(0, dst)
 		if i := slices.IndexFunc(found, func(rt route) bool { return rt.proto != r.proto }); err == nil && i >= 0 {
 			err = fmt.Errorf("%w: %v has route protocol %d", wire.StatusConflict, dst, found[i].proto)
 		}
@@ -72,7 +69,7 @@ func (r *Routes) Add(dst netip.Prefix, ifname string) (wire.Result, error) {
 // by looking again, once.
 func (r *Routes) Delete(dst netip.Prefix) (wire.Result, error) {
 	for try := 0; ; try++ {
-		found, err := r.find(dst)
+		found, err := r.dump(0, dst)
 		if err != nil || len(found) == 0 {
 			return wire.ResultAbsent, err
 		}
@@ -89,7 +86,7 @@ func (r *Routes) Delete(dst netip.Prefix) (wire.Result, error) {
 
 // List returns our routes, with their interface names, as list records.
 func (r *Routes) List(tag uint32) ([]wire.Record, error) {
-	routes, err := r.dump(r.proto)
+	routes, err := r.dump(r.proto, netip.Prefix{})
 	recs := make([]wire.Record, 0, len(routes))
 	for _, rt := range routes {
 		ifi, ierr := net.InterfaceByIndex(int(rt.oif))
@@ -101,14 +98,9 @@ func (r *Routes) List(tag uint32) ([]wire.Record, error) {
 	return recs, err
 }
 
-// find returns every route in our table, whoever owns it, for exactly dst.
-func (r *Routes) find(dst netip.Prefix) ([]route, error) {
-	all, err := r.dump(0)
-	return slices.DeleteFunc(all, func(rt route) bool { return rt.dst != dst }), err
-}
-
-// dump lists the IPv4 routes of our table; only those of proto if nonzero.
-func (r *Routes) dump(proto uint8) ([]route, error) {
+// dump lists the IPv4 routes of our table: only those of proto if it is
+// not zero, and only those for exactly dst if it is valid.
+func (r *Routes) dump(proto uint8, dst netip.Prefix) ([]route, error) {
 	msgs, err := r.exec(unix.RTM_GETROUTE, netlink.Dump, proto, 0, 0, netip.Prefix{}, 0)
 	var out []route
 	for _, m := range msgs {
@@ -134,7 +126,7 @@ func (r *Routes) dump(proto uint8) ([]route, error) {
 			return nil, fmt.Errorf("parse route: %w", err)
 		}
 		rt.dst = netip.PrefixFrom(netip.AddrFrom4(addr), int(m.Data[1]))
-		if table == r.table && (proto == 0 || rt.proto == proto) {
+		if table == r.table && (proto == 0 || rt.proto == proto) && (!dst.IsValid() || rt.dst == dst) {
 			out = append(out, rt)
 		}
 	}

@@ -48,14 +48,11 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Limits: connections served at once (later ones wait in the listen
 // backlog, so open descriptors stay bounded), and how long one may idle.
-const (
-	MaxConns    = 16
-	IdleTimeout = 2 * time.Minute
-)
+const maxConns, idleTimeout = 16, 2 * time.Minute
 
 // Serve accepts connections until l fails or is closed.
 func (s *Server) Serve(l *net.UnixListener) error {
-	slots := make(chan struct{}, MaxConns)
+	slots := make(chan struct{}, maxConns)
 	for {
 		slots <- struct{}{}
 		c, err := l.AcceptUnix()
@@ -71,12 +68,11 @@ func (s *Server) Serve(l *net.UnixListener) error {
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
 	var cred *unix.Ucred
-	var credErr error
 	raw, err := c.SyscallConn()
 	if err == nil {
-		err = raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+		raw.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
 	}
-	if err = errors.Join(err, credErr); err != nil {
+	if err != nil || cred == nil {
 		s.Log.Warn("refused connection: no peer credentials", "err", err)
 		return
 	}
@@ -87,7 +83,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	buf := make([]byte, wire.Size+1) // one spare byte shows an oversized record
 	for {
-		c.SetDeadline(time.Now().Add(IdleTimeout))
+		c.SetDeadline(time.Now().Add(idleTimeout))
 		n, err := c.Read(buf)
 		if err != nil {
 			return

@@ -4,27 +4,22 @@ import "strings"
 
 // Status is the outcome code of a request. Zero is success; every other
 // value is an error, and Status implements error so callers can test for
-// it with errors.Is. Framing errors (BadSize, BadVersion) close the
-// connection; every other status leaves it open for the next request.
+// it with errors.Is.
 type Status uint8
 
-// Statuses. The values are the wire format: append, never reorder.
+// Statuses, in wire order (append, never reorder): ok; framing errors,
+// which close the connection: bad-size (not exactly Size bytes),
+// bad-version; request errors: bad-op, bad-reserved (a reserved or
+// response-only field not zero), bad-prefix (host bits, or a length over
+// 32), bad-name (no NUL, or bytes after it); policy refusals: not-ipv4,
+// outside-cluster, prefix-len, interface-denied, no-interface; ownership:
+// conflict (a route for the prefix exists and is not ours), not-owned (a
+// delete of a route that is not ours); kernel (the kernel refused; Errno
+// says why).
 const (
-	StatusOK             Status = iota
-	StatusBadSize               // message is not exactly Size bytes
-	StatusBadVersion            // version byte is not Version
-	StatusBadOp                 // unknown op
-	StatusBadReserved           // reserved or unused field not zero
-	StatusBadPrefix             // prefix missing, or has host bits
-	StatusBadName               // interface name not NUL-terminated and zero-padded
-	StatusNotIPv4               // prefix is not IPv4
-	StatusOutsideCluster        // prefix not inside the cluster CIDR
-	StatusPrefixLen             // prefix length is not the node prefix length
-	StatusIfaceDenied           // interface not on the allow list
-	StatusNoIface               // interface does not exist
-	StatusConflict              // a route for the prefix exists and is not ours
-	StatusNotOwned              // delete of a route that is not ours
-	StatusKernel                // the kernel refused; Errno says why
+	StatusOK, StatusBadSize, StatusBadVersion, StatusBadOp, StatusBadReserved, StatusBadPrefix, StatusBadName Status = 0, 1, 2, 3, 4, 5, 6
+	StatusNotIPv4, StatusOutsideCluster, StatusPrefixLen, StatusIfaceDenied, StatusNoIface                    Status = 7, 8, 9, 10, 11
+	StatusConflict, StatusNotOwned, StatusKernel                                                              Status = 12, 13, 14
 )
 
 // Short names, in code order and ending in "unknown", for logs and errors.

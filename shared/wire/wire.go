@@ -16,28 +16,18 @@ const Size = 36
 // Op is a request's operation.
 type Op uint8
 
-// Operations.
-const (
-	OpHello  Op = 1 // version check; no payload
-	OpAdd    Op = 2 // add or move a route: Dst and Ifname
-	OpDelete Op = 3 // delete a route: Dst only
-	OpList   Op = 4 // list owned routes: one ResultRoute record each, then ResultDone
-)
+// Operations: hello (version check, no payload), add (route Dst via
+// Ifname), delete (our route to Dst), list (our routes: one ResultRoute
+// record each, then ResultDone). The values are the wire format.
+const OpHello, OpAdd, OpDelete, OpList Op = 1, 2, 3, 4
 
 // Result says what a successful operation did.
 type Result uint8
 
-// Results.
-const (
-	ResultNone      Result = 0
-	ResultCreated   Result = 1
-	ResultUnchanged Result = 2 // add: already ours on that interface
-	ResultReplaced  Result = 3 // add: ours, moved to the requested interface
-	ResultDeleted   Result = 4
-	ResultAbsent    Result = 5 // delete: nothing to delete
-	ResultRoute     Result = 6 // list: one owned route
-	ResultDone      Result = 7 // list: end of the list
-)
+// Results: created; unchanged (add: ours there already); replaced (add:
+// ours elsewhere, moved in one request); deleted; absent (delete: nothing
+// to do); route (list: one of ours); done (list: the end); none (refused, or hello).
+const ResultNone, ResultCreated, ResultUnchanged, ResultReplaced, ResultDeleted, ResultAbsent, ResultRoute, ResultDone Result = 0, 1, 2, 3, 4, 5, 6, 7
 
 // Record is one message. Layout, big-endian:
 //
@@ -61,9 +51,8 @@ func (r Record) Encode() []byte {
 	b[0], b[1], b[2], b[3] = Version, byte(r.Op), byte(r.Status), byte(r.Result)
 	binary.BigEndian.PutUint32(b[4:], r.Tag)
 	binary.BigEndian.PutUint32(b[8:], r.Errno)
-	if r.Dst.Addr().Is4() {
-		a := r.Dst.Addr().As4()
-		copy(b[12:16], a[:])
+	if a := r.Dst.Addr(); a.Is4() {
+		copy(b[12:16], a.AsSlice())
 		b[16] = byte(r.Dst.Bits())
 	}
 	if len(r.Ifname) < Size-20 { // never truncate: a name too long goes as none

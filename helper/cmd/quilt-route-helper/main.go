@@ -71,12 +71,11 @@ func run(args []string) error {
 	if err = errors.Join(err, rerr); err != nil {
 		return err
 	}
-	log.Info("route helper serving", "socket", l.Addr().String(), "allow_uids", uids, "cluster", pol.Cluster,
-		"prefix_len", pol.PrefixLen, "interfaces", pol.Interfaces, "table", *table, "route_protocol", *proto, "uid", os.Getuid())
+	log.Info("route helper serving", "socket", l.Addr().String(), "allow_uids", uids, "policy", pol, "table", *table, "route_protocol", *proto, "uid", os.Getuid())
 	// No signal handling: SIGTERM ends the process, its routes stay in the
 	// kernel, and the next start removes the socket file left behind.
-	err = (&helper.Server{Policy: pol, Routes: routes, AllowUIDs: uids, Log: log}).Serve(l)
-	return fmt.Errorf("serve: %w", err) // only when the socket fails: let the supervisor restart us
+	// Serve returns only when the socket fails: let the supervisor restart us.
+	return fmt.Errorf("serve: %w", (&helper.Server{Policy: pol, Routes: routes, AllowUIDs: uids, Log: log}).Serve(l))
 }
 
 // lookup resolves a user name, or a uid with or without a passwd entry,

@@ -1,0 +1,88 @@
+package frontend
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
+	"github.com/quiltmesh/quilt-runtime/shared/wire"
+)
+
+var testPolicy = policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100"}}
+
+func TestParseDestinationRejects(t *testing.T) {
+	huge := strings.Repeat("1", 1<<20)
+	for _, tc := range []struct {
+		in   string
+		want error // nil: any error
+	}{
+		{"", ErrEmpty}, {" ", ErrSpace}, {" 10.42.2.0/24", ErrSpace}, {"10.42.2.0/24 ", ErrSpace},
+		{"10.42.2.0/24\n", ErrSpace}, {"\t10.42.2.0/24", ErrSpace}, {"10.42.2.0/24\x00", ErrSyntax},
+		{huge, ErrSyntax}, {"10.42.2.0", ErrSyntax}, {"10.42.2.0/", ErrSyntax}, {"/24", ErrSyntax},
+		{"10.42.2/24", ErrSyntax}, {"10.042.2.0/24", ErrSyntax}, {"10.42.02.0/24", ErrSyntax},
+		{"10.42.256.0/24", ErrSyntax}, {"10.42.2.0/024", ErrSyntax}, {"10.42.2.0/33", ErrSyntax},
+		{"0x0a.42.2.0/24", ErrSyntax}, {"012.42.2.0/24", ErrSyntax}, {"10.42.２.0/24", ErrSyntax},
+		{"١٠.42.2.0/24", ErrSyntax}, {"10.42.2.0/+24", ErrSyntax}, {"10.42.2.0%eth0/24", ErrSyntax},
+		{"10.42.2.0/24/24", ErrSyntax}, {"10,42,2,0/24", ErrSyntax},
+		{"fd00::/24", wire.StatusNotIPv4}, {"::ffff:10.42.2.0/120", wire.StatusNotIPv4}, {"::/0", wire.StatusNotIPv4},
+		{"10.42.2.1/24", wire.StatusBadPrefix}, {"10.42.2.255/24", wire.StatusBadPrefix},
+		{"0.0.0.0/0", wire.StatusPrefixLen}, {"10.42.2.7/32", wire.StatusPrefixLen}, {"10.42.2.0/23", wire.StatusPrefixLen},
+		{"10.42.2.0/25", wire.StatusPrefixLen}, {"10.42.0.0/16", wire.StatusPrefixLen}, {"10.0.0.0/8", wire.StatusPrefixLen},
+		{"10.43.2.0/24", wire.StatusOutsideCluster}, {"10.41.255.0/24", wire.StatusOutsideCluster},
+		{"192.168.1.0/24", wire.StatusOutsideCluster}, {"255.255.255.0/24", wire.StatusOutsideCluster},
+	} {
+		_, err := ParseDestination(testPolicy, "destination", tc.in)
+		name := show(tc.in)
+		switch {
+		case err == nil:
+			t.Errorf("%s: accepted", name)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Errorf("%s: got %v, want %v", name, err, tc.want)
+		case strings.ContainsAny(err.Error(), "\n\x00") || len(err.Error()) > 300:
+			t.Errorf("%s: the message must be one short line: %q", name, err)
+		case !strings.Contains(err.Error(), "destination"):
+			t.Errorf("%s: the message %q does not name the field", name, err)
+		case tc.in != "" && !strings.Contains(err.Error(), strings.Trim(show(tc.in)[:min(20, len(show(tc.in)))], `"`)[:min(8, len(tc.in))]):
+			t.Errorf("%s: the message %q does not name the value", name, err)
+		}
+	}
+	for _, ok := range []string{"10.42.0.0/24", "10.42.2.0/24", "10.42.255.0/24"} {
+		if p, err := ParseDestination(testPolicy, "destination", ok); err != nil || p.String() != ok {
+			t.Errorf("%s: %v %v", ok, p, err)
+		}
+	}
+}
+
+func TestParseInterface(t *testing.T) {
+	for _, bad := range []string{"", " ", "vxlan100 ", "vxlan1000", "VXLAN100", "eth0", "lo", "../vxlan100", "/dev/vxlan100",
+		"vxlan100;rm -rf /", "vxlan100$(id)", "vxlan100\n", "vxlan100\x00", "a234567890123456", strings.Repeat("v", 1<<20), "vxlan 100", "vxlän100"} {
+		_, err := ParseInterface(testPolicy, bad)
+		if err == nil || strings.ContainsAny(err.Error(), "\n\x00") || len(err.Error()) > 300 || !strings.Contains(err.Error(), "via_interface") {
+			t.Errorf("%s: got %v", show(bad), err)
+		}
+	}
+	if _, err := ParseInterface(testPolicy, "vxlan1000"); !errors.Is(err, wire.StatusIfaceDenied) {
+		t.Errorf("vxlan1000: %v", err)
+	}
+	if got, err := ParseInterface(testPolicy, "vxlan100"); err != nil || got != "vxlan100" {
+		t.Fatal(got, err)
+	}
+}
+
+// FuzzParseDestination: anything accepted formats back to exactly the input.
+func FuzzParseDestination(f *testing.F) {
+	for _, s := range []string{"10.42.2.0/24", "10.42.2.1/24", "10.042.2.0/24", "::ffff:10.42.2.0/120", " 10.42.2.0/24"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseDestination(testPolicy, "destination", s)
+		if err == nil && p.String() != s {
+			t.Fatalf("accepted %q as %v", s, p)
+		}
+		if err != nil && strings.ContainsAny(err.Error(), "\n\r") {
+			t.Fatalf("multi-line message for %q: %q", s, err)
+		}
+	})
+}
