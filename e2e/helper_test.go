@@ -249,13 +249,15 @@ func TestHelperCapabilities(t *testing.T) {
 	sock := filepath.Join(socketDir(t, 0), "root.sock")
 	h := start(t, ns, nil, filepath.Join(binDir, "quilt-route-helper"), "--socket", sock, "--allow-uid", "0", "--user", "nobody")
 	waitFor(t, h, func() bool { _, err := os.Stat(sock); return err == nil })
-	dialHelper(t, sock) // the process is serving: privileges are dropped by now
-	checkProcStatus(t, h.cmd.Process.Pid, nobody)
 	c := dialHelper(t, sock)
+	// An answer means Serve runs, which starts only after the drop.
+	want(t, call(t, c, wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
+	checkProcStatus(t, h.cmd.Process.Pid, nobody)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 
 	// Started with only CAP_NET_ADMIN (the systemd way).
-	h2, _ := startHelper(t, ns, 0)
+	h2, sock2 := startHelper(t, ns, 0)
+	want(t, call(t, dialHelper(t, sock2), wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
 	checkProcStatus(t, h2.cmd.Process.Pid, nobody)
 
 	// Without CAP_NET_ADMIN: refuses to start, and says why.
