@@ -28,7 +28,7 @@ cleanup() {
   wait 2>/dev/null || true
   [ "$SANDBOX" = 1 ] && ip netns del "$ns" 2>/dev/null || true
   rm -rf "$dir"
-  echo "stopped; removed $dir${SANDBOX:+ and namespace $ns}"
+  if [ "$SANDBOX" = 1 ]; then echo "stopped; removed $dir and namespace $ns"; else echo "stopped; removed $dir"; fi
 }
 trap cleanup EXIT INT TERM
 
