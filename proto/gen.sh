@@ -13,4 +13,4 @@ CGO_ENABLED=0 go install "$PROTOC_GEN_GO_GRPC"
 PATH=$GOBIN:$PATH protoc -I proto \
   --go_out=proto/quiltpb --go_opt=paths=source_relative \
   --go-grpc_out=proto/quiltpb --go-grpc_opt=paths=source_relative \
-  proto/quilt.proto
+  proto/quilt.proto proto/admin.proto
