@@ -55,6 +55,9 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
+	if debDir != "" {
+		os.RemoveAll(debDir)
+	}
 	os.Exit(code)
 }
 

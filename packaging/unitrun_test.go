@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,11 +181,13 @@ func listenLikeSocketUnit(t *testing.T, s *unitFile, path string) *os.File {
 	return f
 }
 
+var nsCount atomic.Int32
+
 // newNetns makes a named network namespace with lo up and vxlan100,
 // removed when the test ends.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	ns := fmt.Sprintf("quilt-pkg-%d", os.Getpid())
+	ns := fmt.Sprintf("quilt-pkg-%d-%d", os.Getpid(), nsCount.Add(1))
 	run(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
