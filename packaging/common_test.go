@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("QUILT_PACKAGING_CHILD"); mode != "" {
 		os.Exit(child(mode))
 	}
+	if kind := os.Getenv("QUILT_PACKAGING_PROBE"); kind != "" {
+		os.Exit(probe(kind))
+	}
 	dir, err := os.MkdirTemp("", "quilt-packaging-bin-")
 	if err == nil {
 		err = os.Chmod(dir, 0o755)

@@ -111,9 +111,15 @@ func startService(t *testing.T, ns string, u *unitFile, env map[string]string, l
 		script += "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=" + socketName + "; "
 	}
 	args := append([]string{"-c", script + `exec "$@"`, "sh", "ip", "netns", "exec", ns}, setprivArgs(t, u)...)
+	env0 := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if spec := unitFilter(t, u); spec != nil {
+		// The unit's seccomp filter, installed last, as systemd does.
+		args = append(args, filepath.Join(binDir, "packaging.test"))
+		env0 = append(env0, "QUILT_PACKAGING_CHILD=seccomp:"+writeFilter(t, spec, binDir, u.name))
+	}
 	args = append(append(args, filepath.Join(binDir, filepath.Base(argv[0]))), argv[1:]...)
 	cmd := exec.Command("sh", args...)
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = env0
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -382,9 +388,13 @@ const (
 )
 
 // child runs the test binary as a small client under another uid. mode is
-// "dial:SOCKET": connect to a SOCK_SEQPACKET socket.
+// "dial:SOCKET": connect to a SOCK_SEQPACKET socket; or "seccomp:FILE":
+// see installFilterAndExec.
 func child(mode string) int {
 	kind, arg, _ := strings.Cut(mode, ":")
+	if kind == "seccomp" {
+		return installFilterAndExec(arg)
+	}
 	if kind != "dial" {
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 		return childFailed
