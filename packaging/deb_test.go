@@ -323,6 +323,18 @@ func TestDebInstall(t *testing.T) {
 	if err := os.WriteFile(state, []byte("state"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Reinstall over itself: the upgrade path of the maintainer scripts
+	// keeps users, state and enablement.
+	t.Log(c.must(t, "dpkg", "-i", "/tmp/quilt-runtime.deb"))
+	if id, _ := c.lookupID(t, "passwd", "quilt-runtime"); id != feUID {
+		t.Errorf("uid of quilt-runtime after reinstall: %d, want %d", id, feUID)
+	}
+	for _, kept := range []string{"/var/lib/quilt-runtime/state.db", "/etc/systemd/system/multi-user.target.wants/quilt-runtime.service"} {
+		if _, err := c.stat(kept); err != nil {
+			t.Errorf("%s gone after reinstall: %v", kept, err)
+		}
+	}
+
 	t.Log(c.must(t, "dpkg", "-r", "quilt-runtime"))
 	for _, gone := range []string{"/usr/sbin/quilt-route-helper", "/usr/sbin/quilt-runtime", "/usr/bin/quiltctl", "/lib/systemd/system/quilt-runtime.service"} {
 		if _, err := c.stat(gone); err == nil {
