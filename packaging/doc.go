@@ -14,6 +14,10 @@
 //     capabilities, environment and arguments parsed from the units, the
 //     helper through socket activation, in a throwaway network namespace,
 //     and drives them with a real gRPC client;
+//   - seccomp_test.go: the seccomp filter systemd would install from each
+//     service's SystemCallFilter= and RestrictAddressFamilies=, built and
+//     installed by the test (no systemd as PID 1 here), and proof that it
+//     filters;
 //   - deb_test.go: builds the .deb, runs lintian, installs it with dpkg in
 //     a private overlay of / (the host's dpkg database is untouched), then
 //     removes and purges it.
