@@ -125,7 +125,7 @@ func (r *Routes) dump(proto uint8, dst netip.Prefix) ([]route, error) {
 		if err := ad.Err(); err != nil {
 			return nil, fmt.Errorf("parse route: %w", err)
 		}
-		rt.dst = netip.PrefixFrom(netip.AddrFrom4(addr), int(m.Data[1]))
+		rt.dst = netip.PrefixFrom(netip.AddrFrom4(addr), int(m.Data[1])).Masked()
 		if table == r.table && (proto == 0 || rt.proto == proto) && (!dst.IsValid() || rt.dst == dst) {
 			out = append(out, rt)
 		}

@@ -51,7 +51,7 @@ func (r Record) Encode() []byte {
 	b[0], b[1], b[2], b[3] = Version, byte(r.Op), byte(r.Status), byte(r.Result)
 	binary.BigEndian.PutUint32(b[4:], r.Tag)
 	binary.BigEndian.PutUint32(b[8:], r.Errno)
-	if a := r.Dst.Addr(); a.Is4() {
+	if a := r.Dst.Addr(); a.Is4() && r.Dst.IsValid() {
 		copy(b[12:16], a.AsSlice())
 		b[16] = byte(r.Dst.Bits())
 	}
