@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -23,7 +25,8 @@ const (
 )
 
 // child runs the test binary as a small client under another uid or
-// capability set. mode is "hello:SOCKET" or "netlink-add:PREFIX:IFNAME".
+// capability set. mode is "hello:SOCKET", "netlink-add:PREFIX:IFNAME" or
+// "hostile:KIND:SOCKET" (see hostile).
 func child(mode string) int {
 	kind, arg, _ := strings.Cut(mode, ":")
 	switch kind {
@@ -57,7 +60,77 @@ func child(mode string) int {
 		}
 		fmt.Fprintln(os.Stderr, "want EPERM, got:", err)
 		return childFailed
+	case "hostile":
+		return hostile(arg)
 	}
 	fmt.Fprintln(os.Stderr, "unknown child mode", mode)
+	return childFailed
+}
+
+// hostile attacks the helper's socket as an allowed peer would, in one of
+// three ways: "garbage" sends 2,000 random messages of random sizes,
+// reconnecting whenever the helper hangs up, and exits; "idle" opens 8
+// connections and never sends; "noread" sends hellos and never reads its
+// answers. The last two run until killed.
+func hostile(arg string) int {
+	kind, sock, _ := strings.Cut(arg, ":")
+	dial := func() *net.UnixConn {
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			os.Exit(childFailed)
+		}
+		return c
+	}
+	switch kind {
+	case "garbage":
+		rng := rand.New(rand.NewPCG(1, 2))
+		c, answered, closed := dial(), 0, 0
+		buf := make([]byte, 70000)
+		for range 2000 {
+			msg := make([]byte, 1+rng.IntN(200))
+			for i := range msg {
+				msg[i] = byte(rng.UintN(256))
+			}
+			if rng.IntN(4) == 0 { // a record of the right size, so decoding gets past the size check
+				msg = msg[:min(len(msg), wire.Size)]
+				msg = append(msg, make([]byte, wire.Size-len(msg))...)
+				msg[0] = wire.Version
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err := c.Write(msg)
+			if err == nil {
+				_, err = c.Read(buf)
+			}
+			if err != nil { // hung up on us: broken framing
+				closed++
+				c.Close()
+				c = dial()
+				continue
+			}
+			answered++
+		}
+		fmt.Printf("garbage: %d answered, %d hung up\n", answered, closed)
+		return childOK
+	case "idle":
+		for range 8 {
+			defer dial().Close()
+		}
+		fmt.Println("idle: connected")
+		select {}
+	case "noread":
+		c := dial()
+		hello := wire.Record{Op: wire.OpHello}.Encode()
+		sent := 0
+		for {
+			c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write(hello); err != nil {
+				break // the helper's answers fill our buffer and its own: it is blocked on us
+			}
+			sent++
+		}
+		fmt.Printf("noread: %d sent, now blocked\n", sent)
+		select {}
+	}
 	return childFailed
 }

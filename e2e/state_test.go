@@ -33,11 +33,15 @@ type node struct {
 	helper, frontend         *proc
 }
 
-// newNode starts the helper in a new namespace with vxlan100 and prepares
-// the frontend's state dir; startFrontend starts the frontend.
-func newNode(t *testing.T) *node {
+// newNode starts the helper in a new namespace with the vxlan interfaces
+// (vxlan100 if none are named) and prepares the frontend's state dir;
+// startFrontend starts the frontend.
+func newNode(t *testing.T, vxlans ...string) *node {
 	t.Helper()
-	n := &node{ns: newNetns(t, "vxlan100"), addr: freePort(t)}
+	if len(vxlans) == 0 {
+		vxlans = []string{"vxlan100"}
+	}
+	n := &node{ns: newNetns(t, vxlans...), addr: freePort(t)}
 	n.helper, n.sock = startHelper(t, n.ns, frontendUID)
 	// The socket's group is the frontend's, as systemd's SocketGroup makes it.
 	if err := os.Chown(n.sock, nobody, frontendUID); err != nil {

@@ -48,7 +48,7 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Limits: connections served at once (later ones wait in the listen
 // backlog, so open descriptors stay bounded), and how long one may idle.
-const maxConns, idleTimeout = 16, 2 * time.Minute
+const maxConns, idleTimeout = 16, 30 * time.Second
 
 // Serve accepts connections until l fails or is closed.
 func (s *Server) Serve(l *net.UnixListener) error {
