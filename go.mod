@@ -6,6 +6,7 @@ require (
 	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/vsock v1.4.0
 	github.com/urfave/cli/v2 v2.27.7
+	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.49.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

@@ -193,9 +193,9 @@ func (h *HelperClient) exchange(req wire.Record, deadline time.Time) ([]wire.Rec
 }
 
 // Watch asks the helper for a hello every interval until ctx ends, and
-// reports each change of its health to up. It also keeps the connection
-// from idling out.
-func (h *HelperClient) Watch(ctx context.Context, interval time.Duration, log *slog.Logger, up func(bool)) {
+// reports each change of its health (nil: up). It also keeps the
+// connection from idling out.
+func (h *HelperClient) Watch(ctx context.Context, interval time.Duration, log *slog.Logger, report func(error)) {
 	healthy := -1
 	for {
 		err := h.Hello(ctx)
@@ -206,7 +206,7 @@ func (h *HelperClient) Watch(ctx context.Context, interval time.Duration, log *s
 			} else {
 				log.Info("route helper connected", "socket", h.Path)
 			}
-			up(err == nil)
+			report(err)
 		}
 		select {
 		case <-ctx.Done():

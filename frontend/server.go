@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -22,6 +23,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/state"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 )
@@ -34,6 +37,11 @@ type Config struct {
 	HelperSocket           string
 	HelperTimeout          time.Duration
 	Policy                 policy.Policy
+	StateDir               string        // holds state.db
+	Offsets                ipam.Offsets  // gateway and allocation range in the node subnet
+	ResyncInterval         time.Duration // between comparisons of desired and installed routes
+	MetricsAddr            string        // host:port for Prometheus text; empty: off
+	Version                string
 	Log                    *slog.Logger
 }
 
@@ -128,9 +136,9 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
-// NewGRPCServer returns a server with our limits, the QuiltRuntime
-// service, health and reflection.
-func NewGRPCServer(svc *Service, hs *health.Server, tc *tls.Config) *grpc.Server {
+// NewGRPCServer returns a server with our limits, the QuiltRuntime and
+// QuiltAdmin services, health and reflection.
+func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 10),
 		grpc.MaxConcurrentStreams(64),
@@ -142,7 +150,8 @@ func NewGRPCServer(svc *Service, hs *health.Server, tc *tls.Config) *grpc.Server
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	srv := grpc.NewServer(opts...)
-	quiltpb.RegisterQuiltRuntimeServer(srv, svc)
+	quiltpb.RegisterQuiltRuntimeServer(srv, adm.Service)
+	quiltpb.RegisterQuiltAdminServer(srv, adm)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 	return srv
@@ -153,6 +162,12 @@ func NewGRPCServer(svc *Service, hs *health.Server, tc *tls.Config) *grpc.Server
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Policy.Validate(); err != nil {
 		return err
+	}
+	if err := cfg.Offsets.Check(cfg.Policy.PrefixLen); err != nil {
+		return fmt.Errorf("--gateway/--ip-range: %w", err)
+	}
+	if cfg.ResyncInterval <= 0 {
+		return errors.New("--resync-interval must be positive")
 	}
 	tc, err := serverTLS(cfg)
 	if err != nil {
@@ -169,22 +184,61 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		lns = append(lns, l)
 	}
+	if cfg.MetricsAddr != "" {
+		if l, err := ParseAddr(cfg.MetricsAddr); err != nil || l.Network != "tcp" || (!l.Loopback() && !cfg.Insecure) {
+			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", show(cfg.MetricsAddr))
+		}
+	}
+	store, snap, err := state.Open(cfg.StateDir, cfg.Log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	alloc, err := ipam.NewAllocator(cfg.Offsets, store, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		return fmt.Errorf("state file %s: %w; it was left untouched", store.Path(), err)
+	}
+	cfg.Log.Info("state loaded", "path", store.Path(), "subnet", snap.Subnet, "allocations", len(snap.Allocations), "routes", len(snap.Routes))
+
 	helper := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer helper.Close()
-	svc := &Service{Policy: cfg.Policy, Helper: helper, Log: cfg.Log}
+	svc := &Service{Policy: cfg.Policy, Helper: helper, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
+	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
 	hs := health.NewServer()
-	srv := NewGRPCServer(svc, hs, tc)
-	setHealth := func(up bool) {
+	srv := NewGRPCServer(adm, hs, tc)
+	kick := make(chan struct{}, 1)
+	report := func(err error) {
+		svc.SetHelperHealth(err)
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if up {
+		if err == nil {
 			st = healthpb.HealthCheckResponse_SERVING
+			select { // the helper is back: compare routes now
+			case kick <- struct{}{}:
+			default:
+			}
 		}
 		hs.SetServingStatus("", st)
 		hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, st)
 	}
-	setHealth(false)
-	go helper.Watch(ctx, 5*time.Second, cfg.Log, setHealth)
-
+	// The agent's service needs the helper; the admin service's addresses
+	// and views do not.
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	bg, stopBg := context.WithCancel(ctx)
+	defer stopBg()
+	go helper.Watch(bg, 5*time.Second, cfg.Log, report)
+	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
+	if cfg.MetricsAddr != "" {
+		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on --metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+		go ms.Serve(ml)
+		defer ms.Close()
+		cfg.Log.Info("serving metrics on http://"+cfg.MetricsAddr+"/metrics", "addr", cfg.MetricsAddr)
+	}
 	errc := make(chan error, len(lns))
 	for _, l := range lns {
 		nl, err := l.Listen()

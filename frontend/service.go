@@ -10,34 +10,59 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
-// Allocations is the seam for IPAM: how many container IPs are allocated
-// from a subnet. A nil Allocations means none ever are.
-type Allocations interface {
-	Count(subnet netip.Prefix) int
-}
-
-// Service answers the agent's three RPCs.
+// Service answers the agent's three RPCs, and through Admin the
+// operators' QuiltAdmin service.
 type Service struct {
 	quiltpb.UnimplementedQuiltRuntimeServer
-	Policy      policy.Policy
-	Helper      RouteHelper
-	Allocations Allocations
-	Log         *slog.Logger
+	Policy policy.Policy
+	Helper RouteHelper
+	IPAM   *ipam.Allocator
+	Routes *Desired
+	Log    *slog.Logger
 
-	mu     sync.Mutex
-	subnet netip.Prefix // this node's container subnet, once configured
+	mu        sync.Mutex
+	conflicts map[netip.Prefix]string // desired routes a foreign route holds: why
+	helperErr error                   // the helper's health, as last seen by Watch
+	helperSet bool
+	resync    ResyncResult // the last one
+	counters  resyncCounters
 }
 
 // Subnet returns the configured node subnet, if any.
 func (s *Service) Subnet() netip.Prefix {
+	pool, _ := s.IPAM.Pool()
+	return pool.Subnet
+}
+
+// SetHelperHealth records the helper's health as last seen (nil: up).
+func (s *Service) SetHelperHealth(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.subnet
+	s.helperErr, s.helperSet = err, true
+}
+
+// HelperHealth returns whether the helper answered when last asked, and
+// if not, why.
+func (s *Service) HelperHealth() (up bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.helperSet {
+		return false, errors.New("route helper not checked yet")
+	}
+	return s.helperErr == nil, s.helperErr
+}
+
+// Conflicts returns the number of desired routes a foreign route holds.
+func (s *Service) Conflicts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conflicts)
 }
 
 func (s *Service) ConfigureNodeSubnet(ctx context.Context, req *quiltpb.ConfigureNodeSubnetRequest) (*quiltpb.ConfigureNodeSubnetResponse, error) {
@@ -51,19 +76,21 @@ func (s *Service) configure(raw string) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if subnet == s.subnet {
+	// The subnet's route lock keeps an InjectRoute of the same prefix out
+	// while the two are compared.
+	defer s.Routes.Lock(subnet)()
+	if via, ok := s.Routes.Get(subnet); ok {
+		return fmt.Errorf("subnet %v is routed to a peer node via %s (InjectRoute); it cannot also be this node's: remove that route first", subnet, via)
+	}
+	changed, err := s.IPAM.SetSubnet(subnet)
+	switch {
+	case err != nil:
+		return err
+	case !changed:
 		s.Log.Info("IPAM already configured with subnet: "+subnet.String(), "subnet", subnet)
-		return nil
+	default:
+		s.Log.Info("IPAM configured with subnet: "+subnet.String(), "subnet", subnet)
 	}
-	if s.subnet.IsValid() && s.Allocations != nil {
-		if n := s.Allocations.Count(s.subnet); n > 0 {
-			return fmt.Errorf("subnet %v: this node already allocates from %v and %d container IPs are live; release them first", subnet, s.subnet, n)
-		}
-	}
-	s.subnet = subnet
-	s.Log.Info("IPAM configured with subnet: "+subnet.String(), "subnet", subnet)
 	return nil
 }
 
@@ -74,8 +101,11 @@ func (s *Service) InjectRoute(ctx context.Context, req *quiltpb.InjectRouteReque
 	return &quiltpb.InjectRouteResponse{Success: err == nil, Error: s.outcome("InjectRoute", err)}, nil
 }
 
+// inject records the route as desired, then asks the helper for it. The
+// record stays whatever the helper answers, so a resync retries a route
+// the helper could not add now.
 func (s *Service) inject(ctx context.Context, rawDst, rawIf string) error {
-	dst, err := s.destination(rawDst)
+	dst, err := ParseDestination(s.Policy, "destination", rawDst)
 	if err != nil {
 		return err
 	}
@@ -83,7 +113,15 @@ func (s *Service) inject(ctx context.Context, rawDst, rawIf string) error {
 	if err != nil {
 		return err
 	}
+	defer s.Routes.Lock(dst)()
+	if dst == s.Subnet() {
+		return fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
+	}
+	if _, err := s.Routes.Set(dst, ifname); err != nil {
+		return fmt.Errorf("route %v dev %s not recorded, nothing changed: %w", dst, ifname, err)
+	}
 	res, err := s.Helper.Add(ctx, dst, ifname)
+	s.noteConflict(dst, err)
 	if err != nil {
 		return helperError("add", dst, ifname, err)
 	}
@@ -98,11 +136,22 @@ func (s *Service) RemoveRoute(ctx context.Context, req *quiltpb.RemoveRouteReque
 	return &quiltpb.RemoveRouteResponse{Success: err == nil, Error: s.outcome("RemoveRoute", err)}, nil
 }
 
+// remove forgets the route, then asks the helper to delete it. If the
+// helper cannot, the route is ours and no longer desired, so a resync
+// removes it.
 func (s *Service) remove(ctx context.Context, rawDst string) error {
-	dst, err := s.destination(rawDst)
+	dst, err := ParseDestination(s.Policy, "destination", rawDst)
 	if err != nil {
 		return err
 	}
+	defer s.Routes.Lock(dst)()
+	if dst == s.Subnet() {
+		return fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
+	}
+	if _, err := s.Routes.Delete(dst); err != nil {
+		return fmt.Errorf("removal of route %v not recorded, nothing changed: %w", dst, err)
+	}
+	s.noteConflict(dst, nil)
 	res, err := s.Helper.Delete(ctx, dst)
 	if err != nil {
 		return helperError("delete", dst, "", err)
@@ -112,13 +161,20 @@ func (s *Service) remove(ctx context.Context, rawDst string) error {
 	return nil
 }
 
-// destination parses a peer's subnet and refuses this node's own.
-func (s *Service) destination(raw string) (netip.Prefix, error) {
-	dst, err := ParseDestination(s.Policy, "destination", raw)
-	if err == nil && dst == s.Subnet() {
-		err = fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
+// noteConflict remembers whether a foreign route holds dst, from the
+// helper's answer to an add (nil: it does not, or dst is no longer
+// desired).
+func (s *Service) noteConflict(dst netip.Prefix, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if errors.Is(err, wire.StatusConflict) {
+		if s.conflicts == nil {
+			s.conflicts = map[netip.Prefix]string{}
+		}
+		s.conflicts[dst] = fmt.Sprintf("a route for %v exists and is not quilt's; left alone", dst)
+	} else if !errors.Is(err, ErrUnavailable) {
+		delete(s.conflicts, dst)
 	}
-	return dst, err
 }
 
 // outcome logs a failure and returns the message for the reply.
@@ -139,10 +195,12 @@ func helperError(op string, dst netip.Prefix, ifname string, err error) error {
 	var st wire.Status
 	var errno unix.Errno
 	switch {
+	case errors.Is(err, ErrUnavailable) && op == "add":
+		return fmt.Errorf("%w; route %s is recorded and the next resync adds it", err, route)
 	case errors.Is(err, ErrUnavailable):
-		return err
+		return fmt.Errorf("%w; the removal of %v is recorded and the next resync deletes the route", err, dst)
 	case errors.Is(err, wire.StatusConflict):
-		return fmt.Errorf("route %v exists and is not managed by quilt; refusing to replace it (%w)", dst, err)
+		return fmt.Errorf("route %v exists and is not managed by quilt; refusing to replace it; the request is kept and reported as a conflict (%w)", dst, err)
 	case errors.Is(err, wire.StatusNotOwned):
 		return fmt.Errorf("route %v is not managed by quilt; refusing to delete it (%w)", dst, err)
 	case errors.Is(err, wire.StatusNoIface):

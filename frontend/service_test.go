@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/state"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
@@ -25,9 +27,10 @@ import (
 // fakeHelper keeps routes in memory and can be told to fail. Unit tests
 // only: the e2e tests use the real helper and kernel.
 type fakeHelper struct {
-	mu     sync.Mutex
-	routes map[netip.Prefix]string
-	err    error // returned by every call when set
+	mu       sync.Mutex
+	routes   map[netip.Prefix]string
+	err      error                 // returned by every call when set
+	conflict map[netip.Prefix]bool // foreign routes: adds are refused
 }
 
 func (f *fakeHelper) Hello(context.Context) error { return f.err }
@@ -36,6 +39,9 @@ func (f *fakeHelper) Add(_ context.Context, dst netip.Prefix, ifname string) (wi
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return 0, f.err
+	}
+	if f.conflict[dst] {
+		return 0, wire.StatusConflict
 	}
 	old, ok := f.routes[dst]
 	f.routes[dst] = ifname
@@ -59,18 +65,28 @@ func (f *fakeHelper) Delete(_ context.Context, dst netip.Prefix) (wire.Result, e
 	delete(f.routes, dst)
 	return wire.ResultDeleted, nil
 }
-func (f *fakeHelper) List(context.Context) ([]Route, error) { return nil, f.err }
-
-type countAllocs int
-
-func (c countAllocs) Count(netip.Prefix) int { return int(c) }
+func (f *fakeHelper) List(context.Context) ([]Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Route
+	for dst, ifname := range f.routes {
+		out = append(out, Route{dst, ifname})
+	}
+	return out, f.err
+}
 
 // serve runs the service behind a real gRPC server on an in-memory
 // listener and returns a real generated client.
 func serve(t *testing.T, svc *Service) quiltpb.QuiltRuntimeClient {
 	t.Helper()
+	return quiltpb.NewQuiltRuntimeClient(serveConn(t, &Admin{Service: svc}))
+}
+
+// serveConn serves both services and returns a client connection.
+func serveConn(t *testing.T, adm *Admin) *grpc.ClientConn {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	srv := NewGRPCServer(svc, health.NewServer(), nil)
+	srv := NewGRPCServer(adm, health.NewServer(), nil)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -79,17 +95,30 @@ func serve(t *testing.T, svc *Service) quiltpb.QuiltRuntimeClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return quiltpb.NewQuiltRuntimeClient(conn)
+	return conn
 }
 
-func newService(h RouteHelper, log io.Writer) *Service {
-	return &Service{Policy: testPolicy, Helper: h, Log: slog.New(slog.NewTextHandler(log, nil))}
+// newService returns a service with a real state file in a temporary
+// directory.
+func newService(t *testing.T, h RouteHelper, log io.Writer) *Service {
+	t.Helper()
+	l := slog.New(slog.NewTextHandler(log, nil))
+	store, snap, err := state.Open(t.TempDir(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	alloc, err := ipam.NewAllocator(ipam.DefaultOffsets, store, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Service{Policy: testPolicy, Helper: h, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: l}
 }
 
 func TestAgentSequence(t *testing.T) {
 	fake := &fakeHelper{routes: map[netip.Prefix]string{}}
 	var log strings.Builder
-	c := serve(t, newService(fake, &log))
+	c := serve(t, newService(t, fake, &log))
 	ctx := context.Background()
 	ok := func(what string, success bool, msg string, err error) {
 		t.Helper()
@@ -129,7 +158,7 @@ func TestAgentSequence(t *testing.T) {
 }
 
 func TestConfigureNodeSubnet(t *testing.T) {
-	svc := newService(&fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
+	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
 	c := serve(t, svc)
 	ctx := context.Background()
 	cfg := func(s string) *quiltpb.ConfigureNodeSubnetResponse {
@@ -148,7 +177,11 @@ func TestConfigureNodeSubnet(t *testing.T) {
 	if r := cfg("10.42.7.0/24"); !r.Success || svc.Subnet().String() != "10.42.7.0/24" {
 		t.Fatal("a new subnet with no allocations must be accepted", r)
 	}
-	svc.Allocations = countAllocs(3)
+	for _, id := range []string{"a", "b", "c"} {
+		if _, _, _, err := svc.IPAM.Allocate(id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if r := cfg("10.42.8.0/24"); r.Success || !strings.Contains(r.Error, "10.42.7.0/24") || !strings.Contains(r.Error, "3 container IPs") {
 		t.Fatal("a new subnet with live allocations must be refused naming the current one", r)
 	}
@@ -173,13 +206,13 @@ func TestHelperErrorsToMessages(t *testing.T) {
 		{ErrUnavailable, "route helper unavailable"},
 	} {
 		fake := &fakeHelper{routes: map[netip.Prefix]string{}, err: tc.err}
-		r, err := serve(t, newService(fake, io.Discard)).InjectRoute(context.Background(), &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+		r, err := serve(t, newService(t, fake, io.Discard)).InjectRoute(context.Background(), &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
 		if err != nil || r.Success || !strings.Contains(r.Error, tc.want) {
 			t.Errorf("%v: got %v %v, want %q", tc.err, r, err, tc.want)
 		}
 	}
 	fake := &fakeHelper{routes: map[netip.Prefix]string{}, err: wire.StatusNotOwned}
-	r, _ := serve(t, newService(fake, io.Discard)).RemoveRoute(context.Background(), &quiltpb.RemoveRouteRequest{Destination: "10.42.2.0/24"})
+	r, _ := serve(t, newService(t, fake, io.Discard)).RemoveRoute(context.Background(), &quiltpb.RemoveRouteRequest{Destination: "10.42.2.0/24"})
 	if r.Success || !strings.Contains(r.Error, "not managed by quilt; refusing to delete") {
 		t.Errorf("not owned: %v", r)
 	}

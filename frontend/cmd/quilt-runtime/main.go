@@ -11,17 +11,23 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 )
 
+// version is set at build time (make build: -X main.version=...).
+var version = "dev"
+
 func main() {
 	app := &cli.App{
-		Name:  "quilt-runtime",
-		Usage: "serve the QuiltRuntime gRPC API; route changes go through quilt-route-helper",
+		Name:    "quilt-runtime",
+		Version: version,
+		Usage:   "serve the QuiltRuntime gRPC API; route changes go through quilt-route-helper",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "grpc-addr", Value: cli.NewStringSlice("127.0.0.1:50051"), EnvVars: []string{"QUILT_GRPC_ADDR"}, Usage: "listen address, repeatable: host:port, unix:///path or vsock://CID:PORT"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"QUILT_TLS_CERT"}, Usage: "serve TLS with this certificate (PEM)"},
@@ -33,6 +39,11 @@ func main() {
 			&cli.StringFlag{Name: "cluster-cidr", Value: "10.42.0.0/16", EnvVars: []string{"QUILT_CLUSTER_CIDR"}, Usage: "node subnets lie inside this IPv4 CIDR"},
 			&cli.IntFlag{Name: "node-prefix-len", Value: 24, EnvVars: []string{"QUILT_NODE_PREFIX_LEN"}, Usage: "prefix length of every node subnet"},
 			&cli.StringSliceFlag{Name: "allowed-interface", Value: cli.NewStringSlice("vxlan100"), EnvVars: []string{"QUILT_ALLOWED_INTERFACE"}, Usage: "interfaces routes may use, repeatable"},
+			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/quilt-runtime", EnvVars: []string{"QUILT_STATE_DIR"}, Usage: "directory of the durable state (state.db): subnet, allocations, desired routes; 0700, owned by this user"},
+			&cli.DurationFlag{Name: "resync-interval", Value: 10 * time.Second, EnvVars: []string{"QUILT_RESYNC_INTERVAL"}, Usage: "how often desired routes are compared with the kernel's and repaired"},
+			&cli.StringFlag{Name: "gateway", Value: "1", EnvVars: []string{"QUILT_GATEWAY"}, Usage: "the gateway's host number in the node subnet (the container bridge's address): 1 is .1"},
+			&cli.StringFlag{Name: "ip-range", Value: "10-254", EnvVars: []string{"QUILT_IP_RANGE"}, Usage: "host numbers containers get addresses from, FIRST-LAST"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics (off when empty)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
@@ -75,15 +86,27 @@ func run(c *cli.Context) error {
 	if c.Duration("helper-timeout") <= 0 {
 		return fmt.Errorf("--helper-timeout must be positive")
 	}
+	var offsets ipam.Offsets
+	if offsets.Gateway, err = ipam.ParseGateway(c.String("gateway")); err != nil {
+		return fmt.Errorf("--gateway: %w", err)
+	}
+	if offsets.First, offsets.Last, err = ipam.ParseRange(c.String("ip-range")); err != nil {
+		return fmt.Errorf("--ip-range: %w", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return frontend.Run(ctx, frontend.Config{
 		Addrs:   c.StringSlice("grpc-addr"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSCA: c.String("tls-ca"),
-		Insecure:      c.Bool("insecure"),
-		HelperSocket:  c.String("helper-socket"),
-		HelperTimeout: c.Duration("helper-timeout"),
-		Policy:        policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
-		Log:           slog.New(h),
+		Insecure:       c.Bool("insecure"),
+		HelperSocket:   c.String("helper-socket"),
+		HelperTimeout:  c.Duration("helper-timeout"),
+		Policy:         policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
+		StateDir:       c.String("state-dir"),
+		Offsets:        offsets,
+		ResyncInterval: c.Duration("resync-interval"),
+		MetricsAddr:    c.String("metrics-addr"),
+		Version:        version,
+		Log:            slog.New(h),
 	})
 }

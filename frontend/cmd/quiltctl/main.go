@@ -1,4 +1,5 @@
-// Command quiltctl calls a quilt-runtime the way the Quilt Mesh agent does.
+// Command quiltctl calls a quilt-runtime: the agent's QuiltRuntime service
+// and the operators' QuiltAdmin service. See `quiltctl --help`.
 package main
 
 import (
@@ -7,8 +8,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/mdlayher/vsock"
@@ -17,98 +21,314 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
+// version is set at build time (make build: -X main.version=...).
+var version = "dev"
+
+func main() {
+	app := newApp(os.Stdout, os.Stderr)
+	if err := app.Run(os.Args); err != nil {
+		os.Exit(exitCode(err, os.Stderr))
+	}
+}
+
+// exitCode prints err and returns the exit status: 1 when the server
+// said no (success=false or a gRPC error), 2 for a usage error.
+func exitCode(err error, stderr io.Writer) int {
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(stderr, "quiltctl:", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "quiltctl:", err)
+	return 2
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:    "quiltctl",
+		Version: version,
+		Usage:   "call a quilt-runtime: the agent's route API and the operators' admin API",
+		Description: `Flags go before a command's argument. Examples:
+
+   quiltctl configure-subnet 10.42.1.0/24
+   quiltctl inject-route --via vxlan100 10.42.2.0/24
+   quiltctl remove-route 10.42.2.0/24
+   quiltctl routes
+   quiltctl allocate web-1
+   quiltctl -o json allocations
+   quiltctl status
+   quiltctl --addr unix:///run/quilt/runtime.sock health
+   quiltctl --addr node1:50051 --tls-ca ca.pem --tls-cert me.pem --tls-key me-key.pem status
+
+It exits 0 on success, 1 when the server refuses (success=false, or a gRPC
+error), with the error on standard error, and 2 on a usage error.
+Shell completion: source <(quiltctl completion bash)`,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main prints and exits
+
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:50051", EnvVars: []string{"QUILT_ADDR"}, Usage: "server: host:port, unix:///path or vsock://CID:PORT"},
+			&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"QUILT_TLS_CA"}, Usage: "verify the server with this CA (PEM); enables TLS"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"QUILT_TLS_CERT"}, Usage: "client certificate (PEM), for mTLS; enables TLS"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"QUILT_TLS_KEY"}, Usage: "the client certificate's key (PEM)"},
+			&cli.StringFlag{Name: "tls-server-name", Usage: "expect this name in the server's certificate (default: the host of --addr)"},
+			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "deadline of the call"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+		},
+		Before: func(cc *cli.Context) error {
+			if o := cc.String("output"); o != "text" && o != "json" {
+				return fmt.Errorf("--output %q: want text or json", o)
+			}
+			return nil
+		},
+		Commands: []*cli.Command{
+			{Name: "configure-subnet", ArgsUsage: "SUBNET", Usage: "set this node's container subnet (ConfigureNodeSubnet)",
+				Description: "Example: quiltctl configure-subnet 10.42.1.0/24",
+				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+					return c.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: cc.Args().First()})
+				})},
+			{Name: "inject-route", ArgsUsage: "DESTINATION", Usage: "route a peer node's subnet through the overlay (InjectRoute)",
+				Description: "Example: quiltctl inject-route --via vxlan100 10.42.2.0/24",
+				Flags:       []cli.Flag{&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface"}},
+				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+					return c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: cc.Args().First(), ViaInterface: cc.String("via")})
+				})},
+			{Name: "remove-route", ArgsUsage: "DESTINATION", Usage: "remove the route to a peer node's subnet (RemoveRoute)",
+				Description: "Example: quiltctl remove-route 10.42.2.0/24",
+				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+					return c.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: cc.Args().First()})
+				})},
+			{Name: "routes", Usage: "desired routes beside the kernel's, and which differ (ListRoutes)",
+				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
+				})},
+			{Name: "allocate", ArgsUsage: "CONTAINER_ID", Usage: "give a container an address from this node's subnet (AllocateIP)",
+				Description: "Example: quiltctl allocate web-1   prints 10.42.1.10/24 gateway 10.42.1.1",
+				Action: admin(1, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: cc.Args().First()})
+				})},
+			{Name: "release", ArgsUsage: "CONTAINER_ID", Usage: "return a container's address (ReleaseIP)",
+				Action: admin(1, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: cc.Args().First()})
+				})},
+			{Name: "allocations", Usage: "list the live allocations (ListAllocations)",
+				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
+				})},
+			{Name: "status", Usage: "the node's state in one view (GetStatus)",
+				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.GetStatus(ctx, &quiltpb.GetStatusRequest{})
+				})},
+			{Name: "health", Usage: "ask the gRPC health service: SERVING while the route helper answers; exit 1 otherwise",
+				Action: func(cc *cli.Context) error {
+					return withConn(cc, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
+						resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
+						if err != nil {
+							return rpcError(err)
+						}
+						if err := show(cc, resp); err != nil {
+							return err
+						}
+						if resp.Status != healthpb.HealthCheckResponse_SERVING {
+							return cli.Exit("", 1)
+						}
+						return nil
+					})
+				}},
+			{Name: "completion", ArgsUsage: "bash|zsh", Usage: "print a shell completion script",
+				Description: "Example: source <(quiltctl completion bash)",
+				Action: func(cc *cli.Context) error {
+					script, ok := completion[cc.Args().First()]
+					if cc.NArg() != 1 || !ok {
+						return errors.New("completion takes one argument: bash or zsh")
+					}
+					_, err := fmt.Fprint(cc.App.Writer, script)
+					return err
+				}},
+		},
+	}
+}
+
 // answer is what every QuiltRuntime reply has.
 type answer interface {
+	proto.Message
 	GetSuccess() bool
 	GetError() string
 }
 
-func main() {
-	app := &cli.App{
-		Name:  "quiltctl",
-		Usage: "call quilt-runtime's QuiltRuntime API",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:50051", EnvVars: []string{"QUILT_ADDR"}, Usage: "host:port, unix:///path or vsock://CID:PORT"},
-			&cli.StringFlag{Name: "tls-cert", Usage: "client certificate (mTLS)"},
-			&cli.StringFlag{Name: "tls-key", Usage: "client key (mTLS)"},
-			&cli.StringFlag{Name: "tls-ca", Usage: "verify the server with this CA; enables TLS"},
-			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "deadline of the call"},
-		},
-		Commands: []*cli.Command{
-			{Name: "configure-subnet", ArgsUsage: "SUBNET", Usage: "set this node's container subnet", Action: call(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, args []string) (answer, error) {
-				return c.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: args[0]})
-			})},
-			{Name: "inject-route", ArgsUsage: "DESTINATION", Usage: "route a peer's subnet through the overlay",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface"}},
-				Action: func(cc *cli.Context) error {
-					return call(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, args []string) (answer, error) {
-						return c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: args[0], ViaInterface: cc.String("via")})
-					})(cc)
-				}},
-			{Name: "remove-route", ArgsUsage: "DESTINATION", Usage: "remove the route to a peer's subnet", Action: call(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, args []string) (answer, error) {
-				return c.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: args[0]})
-			})},
-			{Name: "health", Usage: "ask the health service (SERVING while the route helper answers)", Action: func(cc *cli.Context) error {
-				conn, err := dial(cc)
-				if err != nil {
+// agent wraps one of the agent's RPCs: one argument, the answer printed,
+// exit 1 when success is false.
+func agent(rpc func(context.Context, quiltpb.QuiltRuntimeClient, *cli.Context) (answer, error)) cli.ActionFunc {
+	return func(cc *cli.Context) error {
+		return withConn(cc, 1, func(ctx context.Context, conn *grpc.ClientConn) error {
+			a, err := rpc(ctx, quiltpb.NewQuiltRuntimeClient(conn), cc)
+			if err != nil {
+				return rpcError(err)
+			}
+			if cc.String("output") == "json" {
+				if err := show(cc, a); err != nil {
 					return err
 				}
-				defer conn.Close()
-				ctx, cancel := context.WithTimeout(cc.Context, cc.Duration("timeout"))
-				defer cancel()
-				resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
-				if err != nil {
-					return err
-				}
-				fmt.Println(resp.Status)
-				if resp.Status != healthpb.HealthCheckResponse_SERVING {
-					return cli.Exit("", 1)
-				}
-				return nil
-			}},
-		},
-	}
-	if err := app.Run(os.Args); err != nil {
-		if msg := err.Error(); msg != "" {
-			fmt.Fprintln(os.Stderr, "quiltctl:", msg)
-		}
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			os.Exit(ec.ExitCode())
-		}
-		os.Exit(2)
+			} else if a.GetSuccess() {
+				fmt.Fprintln(cc.App.Writer, "ok")
+			}
+			if !a.GetSuccess() {
+				return cli.Exit(a.GetError(), 1)
+			}
+			return nil
+		})
 	}
 }
 
-// call wraps one unary RPC: one argument, print the answer, exit 1 when
-// success is false.
-func call(rpc func(context.Context, quiltpb.QuiltRuntimeClient, []string) (answer, error)) cli.ActionFunc {
+// admin wraps one QuiltAdmin RPC taking nargs arguments.
+func admin(nargs int, rpc func(context.Context, quiltpb.QuiltAdminClient, *cli.Context) (proto.Message, error)) cli.ActionFunc {
 	return func(cc *cli.Context) error {
-		if cc.NArg() != 1 {
-			return fmt.Errorf("%s takes exactly one argument, %s", cc.Command.Name, cc.Command.ArgsUsage)
-		}
-		conn, err := dial(cc)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(cc.Context, cc.Duration("timeout"))
-		defer cancel()
-		a, err := rpc(ctx, quiltpb.NewQuiltRuntimeClient(conn), cc.Args().Slice())
-		if err != nil {
-			return err
-		}
-		if !a.GetSuccess() {
-			return cli.Exit("error: "+a.GetError(), 1)
-		}
-		fmt.Println("ok")
-		return nil
+		return withConn(cc, nargs, func(ctx context.Context, conn *grpc.ClientConn) error {
+			m, err := rpc(ctx, quiltpb.NewQuiltAdminClient(conn), cc)
+			if err != nil {
+				return rpcError(err)
+			}
+			return show(cc, m)
+		})
 	}
+}
+
+// rpcError reports a gRPC error as its code and message, exit 1.
+func rpcError(err error) error {
+	st := status.Convert(err)
+	return cli.Exit(fmt.Sprintf("%s: %s", st.Code(), st.Message()), 1)
+}
+
+// withConn checks the argument count, dials, and runs f with the deadline.
+func withConn(cc *cli.Context, nargs int, f func(context.Context, *grpc.ClientConn) error) error {
+	if cc.NArg() != nargs {
+		want := "no arguments"
+		if nargs > 0 {
+			want = "exactly one argument, " + cc.Command.ArgsUsage
+		}
+		return fmt.Errorf("%s takes %s (flags go before it); got %q", cc.Command.Name, want, cc.Args().Slice())
+	}
+	conn, err := dial(cc)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cc.Context, cc.Duration("timeout"))
+	defer cancel()
+	return f(ctx, conn)
+}
+
+// show writes a reply as JSON, or as text made for people.
+func show(cc *cli.Context, m proto.Message) error {
+	w := cc.App.Writer
+	if cc.String("output") == "json" {
+		b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	}
+	switch m := m.(type) {
+	case *quiltpb.AllocateIPResponse:
+		fmt.Fprintf(w, "%s/%d gateway %s\n", m.Ip, m.PrefixLength, m.Gateway)
+	case *quiltpb.ReleaseIPResponse:
+		if m.Released {
+			fmt.Fprintf(w, "released %s\n", m.Ip)
+		} else {
+			fmt.Fprintln(w, "no address was allocated; nothing changed")
+		}
+	case *quiltpb.ListAllocationsResponse:
+		if m.Subnet == "" {
+			fmt.Fprintln(w, "no subnet configured yet")
+			return nil
+		}
+		fmt.Fprintf(w, "subnet %s, gateway %s, range %s-%s, %d allocated\n", m.Subnet, m.Gateway, m.RangeFirst, m.RangeLast, len(m.Allocations))
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "IP\tCONTAINER")
+		for _, a := range m.Allocations {
+			fmt.Fprintf(tw, "%s\t%s\n", a.Ip, a.ContainerId)
+		}
+		return tw.Flush()
+	case *quiltpb.ListRoutesResponse:
+		if !m.HelperAvailable {
+			fmt.Fprintf(w, "route helper unavailable (%s): installed routes unknown\n", m.HelperError)
+		}
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "DESTINATION\tDESIRED\tINSTALLED\tSTATE\tDETAIL")
+		for _, r := range m.Routes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Destination, dash(r.DesiredInterface), dash(r.InstalledInterface), stateName(r.State), r.Detail)
+		}
+		return tw.Flush()
+	case *quiltpb.GetStatusResponse:
+		printStatus(w, m)
+	case *healthpb.HealthCheckResponse:
+		fmt.Fprintln(w, m.Status)
+	default:
+		fmt.Fprintln(w, m)
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	subnet := "not configured yet"
+	if m.Subnet != "" {
+		subnet = fmt.Sprintf("%s (gateway %s)", m.Subnet, m.Gateway)
+	}
+	helper := "available"
+	if !m.HelperAvailable {
+		helper = "UNAVAILABLE: " + m.HelperError
+	}
+	r := m.LastResync
+	resync := "none yet"
+	if r.GetTime() != "" {
+		outcome := "ok"
+		if !r.Ok {
+			outcome = "NOT OK"
+		}
+		resync = fmt.Sprintf("%s at %s, took %v: added %d, moved %d, removed %d, conflicts %d, failed %d",
+			outcome, r.Time, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
+		if r.Error != "" {
+			resync += "; " + r.Error
+		}
+	}
+	for _, kv := range [][2]string{
+		{"version", m.Version},
+		{"subnet", subnet},
+		{"allocations", fmt.Sprintf("%d of %d", m.Allocations, m.Capacity)},
+		{"routes", fmt.Sprintf("%d desired, %d installed at the last resync", m.DesiredRoutes, m.InstalledRoutes)},
+		{"route helper", helper},
+		{"last resync", resync},
+		{"resync interval", time.Duration(m.ResyncIntervalSeconds * float64(time.Second)).String()},
+		{"state dir", m.StateDir},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func stateName(s quiltpb.RouteState) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "ROUTE_STATE_")), "_", "-")
 }
 
 func dial(cc *cli.Context) (*grpc.ClientConn, error) {
@@ -118,19 +338,21 @@ func dial(cc *cli.Context) (*grpc.ClientConn, error) {
 	}
 	creds := insecure.NewCredentials()
 	if cc.String("tls-ca") != "" || cc.String("tls-cert") != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cc.String("tls-server-name")}
 		if ca := cc.String("tls-ca"); ca != "" {
 			pem, err := os.ReadFile(ca)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("--tls-ca: %w", err)
 			}
 			tc.RootCAs = x509.NewCertPool()
-			tc.RootCAs.AppendCertsFromPEM(pem)
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--tls-ca %s: no PEM certificates in it", ca)
+			}
 		}
 		if cc.String("tls-cert") != "" {
 			cert, err := tls.LoadX509KeyPair(cc.String("tls-cert"), cc.String("tls-key"))
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
@@ -147,4 +369,32 @@ func dial(cc *cli.Context) (*grpc.ClientConn, error) {
 		}))
 	}
 	return grpc.NewClient(target, opts...)
+}
+
+// completion holds the shell scripts; both ask quiltctl itself for the
+// candidates (urfave/cli's --generate-bash-completion).
+var completion = map[string]string{
+	"bash": `# bash completion for quiltctl: source <(quiltctl completion bash)
+_quiltctl() {
+  local cur words
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  if [[ "$cur" == -* ]]; then
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+  else
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  fi
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o default -F _quiltctl quiltctl
+`,
+	"zsh": `# zsh completion for quiltctl: source <(quiltctl completion zsh)
+autoload -U +X bashcompinit && bashcompinit
+_quiltctl() {
+  local cur words
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+}
+complete -o default -F _quiltctl quiltctl
+`,
 }

@@ -1,0 +1,143 @@
+package frontend
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
+)
+
+// Admin answers the QuiltAdmin service: container addresses for the
+// runtime, and views of the node's state for operators. Failures are gRPC
+// status errors (no deployed client expects {success, error} here).
+type Admin struct {
+	quiltpb.UnimplementedQuiltAdminServer
+	*Service
+	Version        string
+	StateDir       string
+	ResyncInterval time.Duration
+}
+
+func (a *Admin) AllocateIP(ctx context.Context, req *quiltpb.AllocateIPRequest) (*quiltpb.AllocateIPResponse, error) {
+	ip, pool, existing, err := a.IPAM.Allocate(req.ContainerId)
+	if err != nil {
+		a.Log.Warn("AllocateIP failed", "rpc", "AllocateIP", "container_id", clip(req.ContainerId), "err", err)
+		return nil, ipamStatus(err)
+	}
+	a.Log.Info(fmt.Sprintf("Allocated IP %v to container %s", ip, req.ContainerId), "rpc", "AllocateIP", "container_id", req.ContainerId, "ip", ip, "existing", existing)
+	return &quiltpb.AllocateIPResponse{Ip: ip.String(), PrefixLength: int32(pool.Subnet.Bits()), Gateway: pool.Gateway.String(),
+		Subnet: pool.Subnet.String(), Existing: existing}, nil
+}
+
+func (a *Admin) ReleaseIP(ctx context.Context, req *quiltpb.ReleaseIPRequest) (*quiltpb.ReleaseIPResponse, error) {
+	ip, released, err := a.IPAM.Release(req.ContainerId)
+	if err != nil {
+		a.Log.Warn("ReleaseIP failed", "rpc", "ReleaseIP", "container_id", clip(req.ContainerId), "err", err)
+		return nil, ipamStatus(err)
+	}
+	if released {
+		a.Log.Info(fmt.Sprintf("Released IP %v of container %s", ip, req.ContainerId), "rpc", "ReleaseIP", "container_id", req.ContainerId, "ip", ip)
+		return &quiltpb.ReleaseIPResponse{Released: true, Ip: ip.String()}, nil
+	}
+	a.Log.Info("No IP to release for container "+req.ContainerId, "rpc", "ReleaseIP", "container_id", req.ContainerId)
+	return &quiltpb.ReleaseIPResponse{}, nil
+}
+
+// ipamStatus maps the allocator's errors to status codes.
+func ipamStatus(err error) error {
+	code := codes.Internal // the state file could not be written
+	switch {
+	case errors.Is(err, ipam.ErrContainerID):
+		code = codes.InvalidArgument
+	case errors.Is(err, ipam.ErrNoSubnet):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ipam.ErrExhausted):
+		code = codes.ResourceExhausted
+	}
+	return status.Error(code, err.Error())
+}
+
+func (a *Admin) ListAllocations(ctx context.Context, _ *quiltpb.ListAllocationsRequest) (*quiltpb.ListAllocationsResponse, error) {
+	resp := &quiltpb.ListAllocationsResponse{}
+	if pool, ok := a.IPAM.Pool(); ok {
+		resp.Subnet, resp.Gateway, resp.RangeFirst, resp.RangeLast = pool.Subnet.String(), pool.Gateway.String(), pool.First.String(), pool.Last.String()
+	}
+	for _, al := range a.IPAM.List() {
+		resp.Allocations = append(resp.Allocations, &quiltpb.Allocation{ContainerId: al.ContainerID, Ip: al.IP.String()})
+	}
+	return resp, nil
+}
+
+// ListRoutes asks the helper for our routes now and sets them beside the
+// desired ones. Without the helper it still lists what is desired.
+func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*quiltpb.ListRoutesResponse, error) {
+	resp := &quiltpb.ListRoutesResponse{HelperAvailable: true}
+	have := map[netip.Prefix]string{}
+	owned, err := a.Helper.List(ctx)
+	if err != nil {
+		resp.HelperAvailable, resp.HelperError = false, err.Error()
+	}
+	for _, rt := range owned {
+		have[rt.Dst] = rt.Ifname
+	}
+	want := a.Routes.All()
+	a.mu.Lock()
+	conflicts := maps.Clone(a.conflicts)
+	a.mu.Unlock()
+	dsts := slices.AppendSeq(slices.Collect(maps.Keys(want)), maps.Keys(have))
+	slices.SortFunc(dsts, func(x, y netip.Prefix) int { return cmp.Or(x.Addr().Compare(y.Addr()), x.Bits()-y.Bits()) })
+	for _, dst := range slices.Compact(dsts) {
+		rs := &quiltpb.RouteStatus{Destination: dst.String(), DesiredInterface: want[dst], InstalledInterface: have[dst]}
+		_, desired := want[dst]
+		switch {
+		case !desired:
+			rs.State = quiltpb.RouteState_ROUTE_STATE_STRAY
+		case !resp.HelperAvailable:
+			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_UNSPECIFIED, "route helper unavailable"
+		case have[dst] == want[dst]:
+			rs.State = quiltpb.RouteState_ROUTE_STATE_IN_SYNC
+		case conflicts[dst] != "":
+			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_CONFLICT, conflicts[dst]
+		case have[dst] == "":
+			rs.State = quiltpb.RouteState_ROUTE_STATE_MISSING
+		default:
+			rs.State = quiltpb.RouteState_ROUTE_STATE_MISROUTED
+		}
+		resp.Routes = append(resp.Routes, rs)
+	}
+	return resp, nil
+}
+
+func (a *Admin) GetStatus(ctx context.Context, _ *quiltpb.GetStatusRequest) (*quiltpb.GetStatusResponse, error) {
+	resp := &quiltpb.GetStatusResponse{Version: a.Version, StateDir: a.StateDir, ResyncIntervalSeconds: a.ResyncInterval.Seconds(),
+		Allocations: int32(a.IPAM.Count()), DesiredRoutes: int32(a.Routes.Len())}
+	if pool, ok := a.IPAM.Pool(); ok {
+		resp.Subnet, resp.Gateway, resp.Capacity = pool.Subnet.String(), pool.Gateway.String(), int32(pool.Capacity())
+	}
+	up, herr := a.HelperHealth()
+	resp.HelperAvailable = up
+	if herr != nil {
+		resp.HelperError = herr.Error()
+	}
+	r := a.LastResync()
+	resp.InstalledRoutes = int32(r.Installed)
+	resp.LastResync = &quiltpb.ResyncStatus{DurationSeconds: r.Duration.Seconds(), Ok: r.OK(), Added: int32(r.Added), Moved: int32(r.Moved),
+		Removed: int32(r.Removed), Conflicts: int32(r.Conflicts), Failed: int32(r.Failed)}
+	if !r.Start.IsZero() {
+		resp.LastResync.Time = r.Start.UTC().Format(time.RFC3339Nano)
+	}
+	if r.Err != nil {
+		resp.LastResync.Error = r.Err.Error()
+	}
+	return resp, nil
+}

@@ -1,0 +1,183 @@
+package frontend
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestAdminIPAM(t *testing.T) {
+	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
+	conn := serveConn(t, &Admin{Service: svc})
+	adm, rt := quiltpb.NewQuiltAdminClient(conn), quiltpb.NewQuiltRuntimeClient(conn)
+	ctx := context.Background()
+	code := func(err error) codes.Code { return status.Code(err) }
+
+	if _, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "c1"}); code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ConfigureNodeSubnet") {
+		t.Fatalf("before a subnet: %v", err)
+	}
+	if r, err := rt.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"}); err != nil || !r.Success {
+		t.Fatal(r, err)
+	}
+	a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "c1"})
+	if err != nil || a.Ip != "10.42.1.10" || a.PrefixLength != 24 || a.Gateway != "10.42.1.1" || a.Subnet != "10.42.1.0/24" || a.Existing {
+		t.Fatalf("allocate: %v %v", a, err)
+	}
+	if a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "c1"}); err != nil || a.Ip != "10.42.1.10" || !a.Existing {
+		t.Fatalf("allocate again: %v %v", a, err)
+	}
+	adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "c2"})
+	for _, bad := range []string{"", "a b", strings.Repeat("x", 129), "../etc", "c1\n"} {
+		if _, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: bad}); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "container_id") {
+			t.Errorf("allocate %q: %v", bad, err)
+		}
+		if _, err := adm.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: bad}); code(err) != codes.InvalidArgument {
+			t.Errorf("release %q: %v", bad, err)
+		}
+	}
+	r, err := rt.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.9.0/24"})
+	if err != nil || r.Success || !strings.Contains(r.Error, "10.42.1.0/24") || !strings.Contains(r.Error, "2 container IPs") {
+		t.Fatalf("move with live allocations: %v %v", r, err)
+	}
+	l, err := adm.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
+	if err != nil || l.Subnet != "10.42.1.0/24" || l.RangeFirst != "10.42.1.10" || l.RangeLast != "10.42.1.254" || len(l.Allocations) != 2 ||
+		l.Allocations[0].ContainerId != "c1" || l.Allocations[1].Ip != "10.42.1.11" {
+		t.Fatalf("list: %v %v", l, err)
+	}
+	if rel, err := adm.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: "c1"}); err != nil || !rel.Released || rel.Ip != "10.42.1.10" {
+		t.Fatalf("release: %v %v", rel, err)
+	}
+	if rel, err := adm.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: "c1"}); err != nil || rel.Released {
+		t.Fatalf("release again: %v %v", rel, err)
+	}
+}
+
+// TestConfigureRefusesRoutedSubnet: a subnet already routed to a peer
+// cannot become this node's.
+func TestConfigureRefusesRoutedSubnet(t *testing.T) {
+	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
+	c := serve(t, svc)
+	ctx := context.Background()
+	c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+	r, err := c.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.2.0/24"})
+	if err != nil || r.Success || !strings.Contains(r.Error, "routed to a peer") || svc.Subnet().IsValid() {
+		t.Fatalf("%v %v", r, err)
+	}
+}
+
+// TestInjectRecordsFirst: with the helper down, InjectRoute fails but the
+// route is recorded, and RemoveRoute's removal too; a resync then makes the
+// kernel match.
+func TestInjectRecordsFirst(t *testing.T) {
+	fake := &fakeHelper{routes: map[netip.Prefix]string{pfx("10.42.3.0/24"): "vxlan100"}, err: ErrUnavailable}
+	svc := newService(t, fake, io.Discard)
+	svc.Routes.Set(pfx("10.42.3.0/24"), "vxlan100")
+	c := serve(t, svc)
+	ctx := context.Background()
+	r, err := c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+	if err != nil || r.Success || !strings.Contains(r.Error, "route helper unavailable") || !strings.Contains(r.Error, "recorded") {
+		t.Fatalf("inject without helper: %v %v", r, err)
+	}
+	rr, err := c.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: "10.42.3.0/24"})
+	if err != nil || rr.Success || !strings.Contains(rr.Error, "recorded") {
+		t.Fatalf("remove without helper: %v %v", rr, err)
+	}
+	if got := svc.Routes.All(); len(got) != 1 || got[pfx("10.42.2.0/24")] != "vxlan100" {
+		t.Fatalf("desired after both: %v", got)
+	}
+	if res := svc.Resync(ctx); res.Err == nil || res.OK() {
+		t.Fatalf("resync without helper: %+v", res)
+	}
+	fake.mu.Lock()
+	fake.err = nil
+	fake.mu.Unlock()
+	res := svc.Resync(ctx)
+	if !res.OK() || res.Added != 1 || res.Removed != 1 || res.Installed != 1 {
+		t.Fatalf("resync: %+v", res)
+	}
+	if len(fake.routes) != 1 || fake.routes[pfx("10.42.2.0/24")] != "vxlan100" {
+		t.Fatalf("kernel after resync: %v", fake.routes)
+	}
+	// Invalid input is refused and records nothing.
+	c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.5.0/24", ViaInterface: "eth0"})
+	c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.5.1/24", ViaInterface: "vxlan100"})
+	if svc.Routes.Len() != 1 {
+		t.Fatalf("refused requests were recorded: %v", svc.Routes.All())
+	}
+}
+
+// TestResyncAndViews: every kind of drift is repaired or reported, and the
+// admin views and metrics say so.
+func TestResyncAndViews(t *testing.T) {
+	fake := &fakeHelper{routes: map[netip.Prefix]string{
+		pfx("10.42.2.0/24"): "vxlan100", // desired, in sync
+		pfx("10.42.4.0/24"): "vxlan200", // desired via vxlan100: moved
+		pfx("10.42.9.0/24"): "vxlan100", // not desired: stray
+	}, conflict: map[netip.Prefix]bool{pfx("10.42.5.0/24"): true}}
+	svc := newService(t, fake, io.Discard)
+	svc.Policy.Interfaces = []string{"vxlan100", "vxlan200"}
+	for _, d := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24", "10.42.5.0/24"} {
+		svc.Routes.Set(pfx(d), "vxlan100")
+	}
+	adm := &Admin{Service: svc, Version: "v-test"}
+	conn := serveConn(t, adm)
+	ac := quiltpb.NewQuiltAdminClient(conn)
+	ctx := context.Background()
+
+	lr, err := ac.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "10.42.2.0/24 vxlan100 vxlan100 ROUTE_STATE_IN_SYNC\n10.42.3.0/24 vxlan100  ROUTE_STATE_MISSING\n" +
+		"10.42.4.0/24 vxlan100 vxlan200 ROUTE_STATE_MISROUTED\n10.42.5.0/24 vxlan100  ROUTE_STATE_MISSING\n10.42.9.0/24  vxlan100 ROUTE_STATE_STRAY\n"
+	if got := routeTable(lr); got != want {
+		t.Fatalf("before resync:\n%s\nwant:\n%s", got, want)
+	}
+	res := svc.Resync(ctx)
+	if res.Added != 1 || res.Moved != 1 || res.Removed != 1 || res.Conflicts != 1 || res.Failed != 0 || res.OK() || res.Installed != 3 {
+		t.Fatalf("resync: %+v", res)
+	}
+	lr, _ = ac.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
+	want = "10.42.2.0/24 vxlan100 vxlan100 ROUTE_STATE_IN_SYNC\n10.42.3.0/24 vxlan100 vxlan100 ROUTE_STATE_IN_SYNC\n" +
+		"10.42.4.0/24 vxlan100 vxlan100 ROUTE_STATE_IN_SYNC\n10.42.5.0/24 vxlan100  ROUTE_STATE_CONFLICT\n"
+	if got := routeTable(lr); got != want {
+		t.Fatalf("after resync:\n%s\nwant:\n%s", got, want)
+	}
+	svc.SetHelperHealth(nil)
+	st, err := ac.GetStatus(ctx, &quiltpb.GetStatusRequest{})
+	if err != nil || st.Version != "v-test" || st.DesiredRoutes != 4 || st.InstalledRoutes != 3 || !st.HelperAvailable ||
+		st.LastResync.Conflicts != 1 || st.LastResync.Added != 1 || st.LastResync.Ok || st.LastResync.Time == "" {
+		t.Fatalf("status: %v %v", st, err)
+	}
+	rec := httptest.NewRecorder()
+	adm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range []string{"quilt_route_conflicts 1\n", "quilt_routes_desired 4\n", "quilt_routes_installed 3\n", "quilt_helper_up 1\n",
+		`quilt_resync_repairs_total{kind="added"} 1` + "\n", "quilt_resyncs_total 1\n", "# TYPE quilt_resyncs_total counter\n"} {
+		if !strings.Contains(rec.Body.String(), line) {
+			t.Errorf("metrics lack %q:\n%s", line, rec.Body.String())
+		}
+	}
+	// The foreign route goes: the next resync adds ours, the conflict clears.
+	fake.conflict = nil
+	if res := svc.Resync(ctx); !res.OK() || res.Added != 1 || svc.Conflicts() != 0 {
+		t.Fatalf("after the foreign route left: %+v", res)
+	}
+}
+
+func routeTable(lr *quiltpb.ListRoutesResponse) string {
+	var b strings.Builder
+	for _, r := range lr.Routes {
+		b.WriteString(r.Destination + " " + r.DesiredInterface + " " + r.InstalledInterface + " " + r.State.String() + "\n")
+	}
+	return b.String()
+}

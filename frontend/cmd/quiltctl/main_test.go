@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/state"
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
+	"github.com/quiltmesh/quilt-runtime/shared/wire"
+)
+
+// memHelper keeps routes in memory. Unit tests only: e2e/ runs quiltctl's
+// server side against the real helper and kernel.
+type memHelper struct {
+	mu     sync.Mutex
+	routes map[netip.Prefix]string
+}
+
+func (m *memHelper) Hello(context.Context) error { return nil }
+func (m *memHelper) Add(_ context.Context, dst netip.Prefix, ifname string) (wire.Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routes[dst] = ifname
+	return wire.ResultCreated, nil
+}
+func (m *memHelper) Delete(_ context.Context, dst netip.Prefix) (wire.Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.routes, dst)
+	return wire.ResultDeleted, nil
+}
+func (m *memHelper) List(context.Context) ([]frontend.Route, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []frontend.Route
+	for d, i := range m.routes {
+		out = append(out, frontend.Route{Dst: d, Ifname: i})
+	}
+	return out, nil
+}
+
+// server runs the real services over TCP on loopback and returns the address.
+func server(t *testing.T) string {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, snap, err := state.Open(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	alloc, err := ipam.NewAllocator(ipam.DefaultOffsets, store, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &frontend.Service{Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100"}},
+		Helper: &memHelper{routes: map[netip.Prefix]string{}}, IPAM: alloc, Routes: frontend.NewDesired(store, snap.Routes), Log: log}
+	svc.SetHelperHealth(nil)
+	hs := health.NewServer()
+	hs.SetServingStatus("quilt.QuiltRuntime", healthpb.HealthCheckResponse_SERVING)
+	srv := frontend.NewGRPCServer(&frontend.Admin{Service: svc, Version: "v-test", StateDir: "/state"}, hs, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+// run runs quiltctl and returns its exit code, stdout and stderr.
+func run(addr string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := 0
+	if err := newApp(&out, &errb).Run(append([]string{"quiltctl", "--addr", addr}, args...)); err != nil {
+		code = exitCode(err, &errb)
+	}
+	return code, out.String(), errb.String()
+}
+
+func TestQuiltctl(t *testing.T) {
+	addr := server(t)
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		out, errs  string // substrings expected
+		noOut, any bool
+	}{
+		{args: []string{"allocate", "web-1"}, code: 1, errs: "FailedPrecondition: this node has no subnet yet"},
+		{args: []string{"configure-subnet", "10.42.1.0/24"}, out: "ok\n"},
+		{args: []string{"configure-subnet", "10.43.1.0/24"}, code: 1, errs: "outside the cluster CIDR 10.42.0.0/16", noOut: true},
+		{args: []string{"inject-route", "--via", "vxlan100", "10.42.2.0/24"}, out: "ok\n"},
+		{args: []string{"inject-route", "--via", "eth0", "10.42.3.0/24"}, code: 1, errs: `interface "eth0" is not on the allow list`},
+		{args: []string{"inject-route", "10.42.3.0/24"}, out: "ok\n"},
+		{args: []string{"remove-route", "10.42.3.0/24"}, out: "ok\n"},
+		{args: []string{"allocate", "web-1"}, out: "10.42.1.10/24 gateway 10.42.1.1\n"},
+		{args: []string{"allocate", "bad id"}, code: 1, errs: "InvalidArgument: container_id"},
+		{args: []string{"allocations"}, out: "10.42.1.10  web-1"},
+		{args: []string{"routes"}, out: "10.42.2.0/24  vxlan100  vxlan100   in-sync"},
+		{args: []string{"status"}, out: "allocations:      1 of 245"},
+		{args: []string{"health"}, out: "SERVING\n"},
+		{args: []string{"release", "web-1"}, out: "released 10.42.1.10\n"},
+		{args: []string{"release", "web-1"}, out: "nothing changed"},
+		{args: []string{"allocate"}, code: 2, errs: "takes exactly one argument"},
+		{args: []string{"routes", "extra"}, code: 2, errs: "takes no arguments"},
+		{args: []string{"-o", "xml", "status"}, code: 2, errs: "want text or json"},
+	} {
+		code, out, errs := run(addr, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errs, tc.errs) || (tc.noOut && out != "") {
+			t.Errorf("quiltctl %s: exit %d\nstdout: %s\nstderr: %s\nwant exit %d, stdout with %q, stderr with %q", strings.Join(tc.args, " "), code, out, errs, tc.code, tc.out, tc.errs)
+		}
+	}
+}
+
+func TestQuiltctlJSON(t *testing.T) {
+	addr := server(t)
+	run(addr, "configure-subnet", "10.42.1.0/24")
+	code, out, _ := run(addr, "-o", "json", "allocate", "c1")
+	var a struct {
+		IP           string `json:"ip"`
+		PrefixLength int    `json:"prefixLength"`
+		Gateway      string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(out), &a); code != 0 || err != nil || a.IP != "10.42.1.10" || a.PrefixLength != 24 || a.Gateway != "10.42.1.1" {
+		t.Fatalf("allocate -o json: exit %d, %q, %v", code, out, err)
+	}
+	// success=false: the answer as JSON on stdout, the error on stderr, exit 1.
+	code, out, errs := run(addr, "-o", "json", "inject-route", "10.42.1.0/24")
+	var r struct {
+		Success bool   `json:"success"`
+		Error   string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); code != 1 || err != nil || r.Success || !strings.Contains(r.Error, "own subnet") || !strings.Contains(errs, "own subnet") {
+		t.Fatalf("refused inject -o json: exit %d, %q, %q, %v", code, out, errs, err)
+	}
+	code, out, _ = run(addr, "-o", "json", "status")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st["subnet"] != "10.42.1.0/24" || st["version"] != "v-test" {
+		t.Fatalf("status -o json: exit %d, %q, %v", code, out, err)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh"} {
+		code, out, _ := run("127.0.0.1:1", "completion", sh)
+		if code != 0 || !strings.Contains(out, "complete -o default -F _quiltctl quiltctl") {
+			t.Errorf("completion %s: %d %q", sh, code, out)
+		}
+	}
+	// The candidates come from the binary itself.
+	// (urfave/cli reads the last word from os.Args, so set it as a shell would.)
+	args := []string{"quiltctl", "--generate-bash-completion"}
+	defer func(saved []string) { os.Args = saved }(os.Args)
+	os.Args = args
+	var out bytes.Buffer
+	newApp(&out, io.Discard).Run(args)
+	for _, cmd := range []string{"configure-subnet", "inject-route", "remove-route", "routes", "allocate", "release", "allocations", "status", "health"} {
+		if !strings.Contains(out.String(), cmd+"\n") {
+			t.Errorf("completion candidates lack %s: %q", cmd, out.String())
+		}
+	}
+}

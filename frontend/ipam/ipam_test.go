@@ -1,0 +1,326 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// memStore records what the allocator saves and can be told to fail. Unit
+// tests only: frontend/state's tests run the allocator on the real file.
+type memStore struct {
+	mu     sync.Mutex
+	subnet netip.Prefix
+	allocs map[string]netip.Addr
+	last   netip.Addr
+	fail   error
+}
+
+func (m *memStore) SetSubnet(p netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.subnet, m.last = p, netip.Addr{}
+	return nil
+}
+
+func (m *memStore) PutAllocation(id string, ip netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.allocs[id], m.last = ip, ip
+	return nil
+}
+
+func (m *memStore) DeleteAllocation(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	delete(m.allocs, id)
+	return nil
+}
+
+var subnet1 = netip.MustParsePrefix("10.42.1.0/24")
+
+func newAlloc(t *testing.T, o Offsets) (*Allocator, *memStore) {
+	t.Helper()
+	st := &memStore{allocs: map[string]netip.Addr{}}
+	a, err := NewAllocator(o, st, netip.Prefix{}, nil, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := a.SetSubnet(subnet1); err != nil || !changed {
+		t.Fatal(changed, err)
+	}
+	return a, st
+}
+
+func mustAlloc(t *testing.T, a *Allocator, id string) netip.Addr {
+	t.Helper()
+	ip, _, _, err := a.Allocate(id)
+	if err != nil {
+		t.Fatalf("allocate %s: %v", id, err)
+	}
+	return ip
+}
+
+func TestPool(t *testing.T) {
+	p, err := NewPool(subnet1, DefaultOffsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Gateway.String() != "10.42.1.1" || p.Range() != "10.42.1.10-10.42.1.254" || p.Capacity() != 245 {
+		t.Fatalf("default pool: %+v capacity %d", p, p.Capacity())
+	}
+	for a, want := range map[string]bool{"10.42.1.0": false, "10.42.1.1": false, "10.42.1.9": false, "10.42.1.10": true,
+		"10.42.1.254": true, "10.42.1.255": false, "10.42.2.10": false} {
+		if got := p.Allocatable(netip.MustParseAddr(a)); got != want {
+			t.Errorf("Allocatable(%s) = %v", a, got)
+		}
+	}
+	// A gateway inside the range is skipped and not counted.
+	p, _ = NewPool(subnet1, Offsets{Gateway: 20, First: 10, Last: 29})
+	if p.Capacity() != 19 || p.Allocatable(netip.MustParseAddr("10.42.1.20")) {
+		t.Fatalf("gateway inside the range: capacity %d", p.Capacity())
+	}
+	// A /16 node subnet: offsets are host numbers, not last octets.
+	p, err = NewPool(netip.MustParsePrefix("10.42.0.0/16"), Offsets{Gateway: 1, First: 256, Last: 65534})
+	if err != nil || p.First.String() != "10.42.1.0" || p.Last.String() != "10.42.255.254" {
+		t.Fatalf("/16: %+v %v", p, err)
+	}
+}
+
+func TestOffsetsCheck(t *testing.T) {
+	for _, tc := range []struct {
+		o    Offsets
+		bits int
+		ok   bool
+	}{
+		{DefaultOffsets, 24, true},
+		{Offsets{1, 2, 2}, 30, true},
+		{DefaultOffsets, 25, false},          // 254 is past a /25's broadcast
+		{Offsets{0, 10, 254}, 24, false},     // the network address as gateway
+		{Offsets{255, 10, 254}, 24, false},   // the broadcast address as gateway
+		{Offsets{1, 0, 254}, 24, false},      // the network address in the range
+		{Offsets{1, 10, 255}, 24, false},     // the broadcast address in the range
+		{Offsets{1, 1, 1}, 24, false},        // only the gateway
+		{Offsets{1, 2, 2}, 31, false},        // no room
+		{Offsets{1, 2, 2}, 0, false},         // nonsense
+		{Offsets{1, 100, 10}, 24, false},     // reversed
+		{Offsets{1, 10, 1 << 20}, 24, false}, /* huge */
+	} {
+		if err := tc.o.Check(tc.bits); (err == nil) != tc.ok {
+			t.Errorf("%+v /%d: %v", tc.o, tc.bits, err)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for in, want := range map[string][2]uint32{"10-254": {10, 254}, ".10-.254": {10, 254}, "5-5": {5, 5}} {
+		f, l, err := ParseRange(in)
+		if err != nil || f != want[0] || l != want[1] {
+			t.Errorf("ParseRange(%q) = %d, %d, %v", in, f, l, err)
+		}
+	}
+	for _, bad := range []string{"", "10", "10-", "-254", "254-10", "a-b", "10.42.1.10-10.42.1.254", "10 - 254", "-1-5"} {
+		if _, _, err := ParseRange(bad); err == nil || !strings.Contains(err.Error(), "FIRST-LAST") {
+			t.Errorf("ParseRange(%q): %v", bad, err)
+		}
+	}
+	if g, err := ParseGateway(".1"); err != nil || g != 1 {
+		t.Errorf("ParseGateway(.1) = %d, %v", g, err)
+	}
+	for _, bad := range []string{"", "x", "10.42.1.1", "-1"} {
+		if _, err := ParseGateway(bad); err == nil {
+			t.Errorf("ParseGateway(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCheckID(t *testing.T) {
+	for _, ok := range []string{"a", "0", "c0ffee", strings.Repeat("f", 64), strings.Repeat("x", MaxIDLen), "pod_1.web-2", "A-b_C.d"} {
+		if err := CheckID(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", " ", "a b", "-a", ".a", "_a", "a/b", "../x", "a\n", "a\x00", "é", strings.Repeat("x", MaxIDLen+1), strings.Repeat("y", 1<<20), "a;rm"} {
+		err := CheckID(bad)
+		if !errors.Is(err, ErrContainerID) || strings.ContainsAny(err.Error(), "\n\x00") || len(err.Error()) > 300 || !strings.Contains(err.Error(), "container_id") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+func TestAllocateIdempotentAndRelease(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	ip1 := mustAlloc(t, a, "c1")
+	if ip1.String() != "10.42.1.10" {
+		t.Fatalf("first address %v, want 10.42.1.10 as the request document shows", ip1)
+	}
+	ip, pool, existing, err := a.Allocate("c1")
+	if err != nil || ip != ip1 || !existing || pool.Gateway.String() != "10.42.1.1" || pool.Subnet != subnet1 {
+		t.Fatalf("again: %v %+v %v %v", ip, pool, existing, err)
+	}
+	if ip2 := mustAlloc(t, a, "c2"); ip2.String() != "10.42.1.11" {
+		t.Fatalf("second address %v", ip2)
+	}
+	if got, ok, err := a.Release("c1"); err != nil || !ok || got != ip1 {
+		t.Fatalf("release: %v %v %v", got, ok, err)
+	}
+	if _, ok, err := a.Release("c1"); err != nil || ok {
+		t.Fatalf("release twice: %v %v", ok, err)
+	}
+	if _, ok := st.allocs["c1"]; ok || len(st.allocs) != 1 {
+		t.Fatalf("store after release: %v", st.allocs)
+	}
+	// Handed out in turn: the released .10 is not reused at once.
+	if ip3 := mustAlloc(t, a, "c3"); ip3.String() != "10.42.1.12" {
+		t.Fatalf("third address %v, want .12", ip3)
+	}
+	if a.Count() != 2 || len(a.List()) != 2 || a.List()[0].ContainerID != "c2" {
+		t.Fatalf("list %v", a.List())
+	}
+}
+
+func TestExhaustionAndWrap(t *testing.T) {
+	a, _ := newAlloc(t, Offsets{Gateway: 1, First: 10, Last: 12})
+	for i, want := range []string{"10.42.1.10", "10.42.1.11", "10.42.1.12"} {
+		if ip := mustAlloc(t, a, fmt.Sprint("c", i)); ip.String() != want {
+			t.Fatalf("c%d got %v want %s", i, ip, want)
+		}
+	}
+	_, _, _, err := a.Allocate("c3")
+	if !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "10.42.1.0/24") || !strings.Contains(err.Error(), "10.42.1.10-10.42.1.12") {
+		t.Fatalf("exhausted: %v", err)
+	}
+	// Still idempotent when full; a release makes room and wraps to it.
+	if _, _, existing, err := a.Allocate("c1"); err != nil || !existing {
+		t.Fatalf("existing when full: %v", err)
+	}
+	a.Release("c1")
+	if ip := mustAlloc(t, a, "c3"); ip.String() != "10.42.1.11" {
+		t.Fatalf("after wrap: %v", ip)
+	}
+}
+
+func TestSubnetChanges(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	if changed, err := a.SetSubnet(subnet1); err != nil || changed {
+		t.Fatalf("same subnet: %v %v", changed, err)
+	}
+	mustAlloc(t, a, "c1")
+	mustAlloc(t, a, "c2")
+	_, err := a.SetSubnet(netip.MustParsePrefix("10.42.7.0/24"))
+	if !errors.Is(err, ErrSubnetInUse) || !strings.Contains(err.Error(), "10.42.1.0/24") || !strings.Contains(err.Error(), "2 container IPs") {
+		t.Fatalf("move with live allocations: %v", err)
+	}
+	a.Release("c1")
+	a.Release("c2")
+	if changed, err := a.SetSubnet(netip.MustParsePrefix("10.42.7.0/24")); err != nil || !changed || st.subnet.String() != "10.42.7.0/24" {
+		t.Fatalf("move when empty: %v %v %v", changed, err, st.subnet)
+	}
+	if ip := mustAlloc(t, a, "c1"); ip.String() != "10.42.7.10" {
+		t.Fatalf("first address in the new subnet: %v", ip)
+	}
+}
+
+func TestNoSubnet(t *testing.T) {
+	a, err := NewAllocator(DefaultOffsets, &memStore{allocs: map[string]netip.Addr{}}, netip.Prefix{}, nil, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := a.Allocate("c1"); !errors.Is(err, ErrNoSubnet) {
+		t.Fatalf("allocate before a subnet: %v", err)
+	}
+	if _, _, _, err := a.Allocate("bad id"); !errors.Is(err, ErrContainerID) {
+		t.Fatalf("a bad ID is refused first: %v", err)
+	}
+}
+
+// A store that fails changes nothing in memory either.
+func TestStoreFailureChangesNothing(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	mustAlloc(t, a, "c1")
+	st.fail = errors.New("disk full")
+	if _, _, _, err := a.Allocate("c2"); err == nil {
+		t.Fatal("allocation acknowledged without being saved")
+	}
+	if _, _, err := a.Release("c1"); err == nil {
+		t.Fatal("release acknowledged without being saved")
+	}
+	st.fail = nil
+	if a.Count() != 1 || mustAlloc(t, a, "c2").String() != "10.42.1.11" {
+		t.Fatalf("after failures: %v", a.List())
+	}
+}
+
+func TestResume(t *testing.T) {
+	saved := []Allocation{{"c1", netip.MustParseAddr("10.42.1.10")}, {"c2", netip.MustParseAddr("10.42.1.200")}}
+	a, err := NewAllocator(DefaultOffsets, &memStore{allocs: map[string]netip.Addr{}}, subnet1, saved, netip.MustParseAddr("10.42.1.200"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := mustAlloc(t, a, "c3"); ip.String() != "10.42.1.201" {
+		t.Fatalf("resumes after the last address handed out: %v", ip)
+	}
+	if ip, _, existing, _ := a.Allocate("c2"); ip.String() != "10.42.1.200" || !existing {
+		t.Fatalf("saved allocation lost: %v", ip)
+	}
+	for name, allocs := range map[string][]Allocation{
+		"duplicate address": {{"c1", netip.MustParseAddr("10.42.1.10")}, {"c2", netip.MustParseAddr("10.42.1.10")}},
+		"outside subnet":    {{"c1", netip.MustParseAddr("10.42.2.10")}},
+		"the gateway":       {{"c1", netip.MustParseAddr("10.42.1.1")}},
+		"network address":   {{"c1", netip.MustParseAddr("10.42.1.0")}},
+		"bad container ID":  {{"a b", netip.MustParseAddr("10.42.1.10")}},
+	} {
+		if _, err := NewAllocator(DefaultOffsets, &memStore{}, subnet1, allocs, netip.Addr{}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := NewAllocator(DefaultOffsets, &memStore{}, netip.Prefix{}, saved, netip.Addr{}); err == nil {
+		t.Error("allocations without a subnet accepted")
+	}
+}
+
+// TestConcurrentAllocate: 64 goroutines at once get 64 distinct addresses,
+// and asking again gives each the same one.
+func TestConcurrentAllocate(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	var wg sync.WaitGroup
+	got := make([]netip.Addr, 64)
+	errs := make([]error, 64)
+	for i := range 64 {
+		wg.Go(func() { got[i], _, _, errs[i] = a.Allocate(fmt.Sprint("c", i)) })
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, ip := range got {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if j, dup := seen[ip]; dup {
+			t.Fatalf("c%d and c%d both got %v", i, j, ip)
+		}
+		seen[ip] = i
+		if !ip.IsValid() || !subnet1.Contains(ip) || st.allocs[fmt.Sprint("c", i)] != ip {
+			t.Fatalf("c%d: %v, saved %v", i, ip, st.allocs[fmt.Sprint("c", i)])
+		}
+	}
+	for i := range 64 {
+		wg.Go(func() {
+			if ip, _, existing, err := a.Allocate(fmt.Sprint("c", i)); ip != got[i] || !existing || err != nil {
+				t.Errorf("c%d again: %v %v %v", i, ip, existing, err)
+			}
+		})
+	}
+	wg.Wait()
+}

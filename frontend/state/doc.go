@@ -1,0 +1,25 @@
+// Package state keeps the node's durable state: its subnet, its container
+// allocations and the set of routes the agent asked for, in one file,
+// state.db, under the frontend's state directory (--state-dir).
+//
+// The file is a go.etcd.io/bbolt database, the transactional embedded store
+// etcd and containerd use: every change is one transaction, written
+// copy-on-write and fsynced before the call returns, so a process killed at
+// any instant leaves either the state before the change or the state after
+// it, never a mix. The first start creates the file under a temporary name
+// and renames it into place once it holds its schema version, so state.db
+// either does not exist or is complete.
+//
+// Layout (text keys and values, readable with the bbolt command):
+//
+//	meta         schema = "1", subnet = "10.42.1.0/24", last_ip = "10.42.1.12"
+//	allocations  container ID -> "10.42.1.10"
+//	routes       "10.42.2.0/24" -> "vxlan100"
+//
+// Open refuses, with a message saying what to do, a file of an unknown
+// schema version, a file that is corrupt or not ours, and a file another
+// process holds; it never starts afresh over existing state. The directory
+// must belong to the process's uid; it is made 0700 and the file 0600.
+//
+// The package needs no privileges.
+package state

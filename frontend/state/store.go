@@ -1,0 +1,326 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+)
+
+// SchemaVersion is the layout this code reads and writes.
+const SchemaVersion = 1
+
+// FileName is the state file's name inside the state directory.
+const FileName = "state.db"
+
+// Errors Open wraps, so callers and tests can tell them apart.
+var (
+	ErrCorrupt       = errors.New("state file is corrupt")
+	ErrSchemaVersion = errors.New("state file has an unknown schema version")
+	ErrLocked        = errors.New("state file is in use by another process")
+)
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketAllocs = []byte("allocations")
+	bucketRoutes = []byte("routes")
+	keySchema    = []byte("schema")
+	keySubnet    = []byte("subnet")
+	keyLastIP    = []byte("last_ip")
+)
+
+// Snapshot is the state as it was saved.
+type Snapshot struct {
+	Subnet      netip.Prefix // invalid if never configured
+	LastIP      netip.Addr   // the address handed out most recently
+	Allocations []ipam.Allocation
+	Routes      map[netip.Prefix]string // desired routes: destination -> interface
+}
+
+// Store is an open state file. Its methods are safe for concurrent use;
+// each returns once its change is durable.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Path returns the state file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Open opens, or on the first start creates, the state file in dir, and
+// returns what it holds.
+func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
+	if err := prepareDir(dir, log); err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(dir, FileName)
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := create(dir, path); err != nil {
+			return nil, nil, err
+		}
+		log.Info("created state file", "path", path, "schema", SchemaVersion)
+	case err != nil:
+		return nil, nil, fmt.Errorf("state file: %w", err)
+	default:
+		if err := checkFile(path, fi, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	db, snap, err := openDB(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Store{db: db, path: path}, snap, nil
+}
+
+// openDB opens the file and reads it whole. bbolt panics on some corrupt
+// pages, and a page past the end of a truncated file faults: both are
+// turned into ErrCorrupt, in this goroutine, where they can be caught.
+func openDB(path string) (db *bolt.DB, snap *Snapshot, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, p)
+		}
+		if err != nil && db != nil {
+			db.Close()
+		}
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrSchemaVersion) {
+			err = fmt.Errorf("state file %s: %w; it was left untouched: restore it from a backup, or move it aside to start with empty state (its allocations and routes are then forgotten)", path, err)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, nil, openError(path, err)
+	}
+	snap, err = load(db)
+	return db, snap, err
+}
+
+// prepareDir makes the state directory if needed and checks it is ours
+// and private.
+func prepareDir(dir string, log *slog.Logger) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("state dir %q: want an absolute path", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state dir %s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("state dir %s belongs to uid %d, not to this process's uid %d: chown it to the frontend's user", dir, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm() != 0o700 {
+		log.Warn("state dir was not private; made it 0700", "path", dir, "mode", fi.Mode().Perm())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkFile refuses anything at the state file's path but a non-empty
+// regular file of ours, and makes it 0600.
+func checkFile(path string, fi os.FileInfo, log *slog.Logger) error {
+	switch st, _ := fi.Sys().(*syscall.Stat_t); {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("state file %s is not a regular file (%v): %w", path, fi.Mode().Type(), ErrCorrupt)
+	case fi.Size() == 0:
+		return fmt.Errorf("state file %s is empty, though only complete files are ever put there: %w; move it aside to start with empty state", path, ErrCorrupt)
+	case st != nil && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("state file %s belongs to uid %d, not to this process's uid %d: chown it to the frontend's user", path, st.Uid, os.Geteuid())
+	case fi.Mode().Perm() != 0o600:
+		log.Warn("state file was not private; made it 0600", "path", path, "mode", fi.Mode().Perm())
+		if err := os.Chmod(path, 0o600); err != nil {
+			return fmt.Errorf("state file: %w", err)
+		}
+	}
+	return nil
+}
+
+// create writes an empty state file of the current schema under a
+// temporary name, then renames it into place and syncs the directory, so
+// that a crash never leaves a half-made state.db.
+func create(dir, path string) error {
+	tmp := path + ".new"
+	os.Remove(tmp) // left by a crash during a first start
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create state file: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err == nil {
+			err = meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+		}
+		for _, b := range [][]byte{bucketAllocs, bucketRoutes} {
+			if err == nil {
+				_, err = tx.CreateBucket(b)
+			}
+		}
+		return err
+	})
+	if err = errors.Join(err, db.Close()); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("create state file %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// openError explains why bbolt could not open the file.
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("state file %s: %w (is another quilt-runtime using the same --state-dir?)", path, ErrLocked)
+	case errors.As(err, new(*fs.PathError)) || errors.As(err, new(syscall.Errno)):
+		return fmt.Errorf("state file %s: %w", path, err) // the system's, not the file's
+	}
+	// bbolt's own checks: bad meta pages, a wrong size, a foreign format.
+	return fmt.Errorf("%w or not a quilt-runtime state file (%v)", ErrCorrupt, err)
+}
+
+// load reads and checks every record of the file.
+func load(db *bolt.DB) (*Snapshot, error) {
+	snap := &Snapshot{Routes: map[netip.Prefix]string{}}
+	err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("%w: no meta bucket", ErrCorrupt)
+		}
+		switch v := string(meta.Get(keySchema)); v {
+		case strconv.Itoa(SchemaVersion):
+		case "":
+			return fmt.Errorf("%w: no schema version", ErrCorrupt)
+		default:
+			return fmt.Errorf("%w %q; this quilt-runtime reads version %d (was it written by a newer release? run that release, downgrades are not supported)", ErrSchemaVersion, v, SchemaVersion)
+		}
+		var err error
+		if v := meta.Get(keySubnet); v != nil {
+			if snap.Subnet, err = netip.ParsePrefix(string(v)); err != nil || !snap.Subnet.Addr().Is4() || snap.Subnet != snap.Subnet.Masked() {
+				return fmt.Errorf("%w: subnet %q", ErrCorrupt, v)
+			}
+		}
+		if v := meta.Get(keyLastIP); v != nil {
+			if snap.LastIP, err = netip.ParseAddr(string(v)); err != nil || !snap.LastIP.Is4() {
+				return fmt.Errorf("%w: last_ip %q", ErrCorrupt, v)
+			}
+		}
+		allocs, routes := tx.Bucket(bucketAllocs), tx.Bucket(bucketRoutes)
+		if allocs == nil || routes == nil {
+			return fmt.Errorf("%w: missing bucket", ErrCorrupt)
+		}
+		err = allocs.ForEach(func(k, v []byte) error {
+			ip, err := netip.ParseAddr(string(v))
+			if err != nil || !ip.Is4() {
+				return fmt.Errorf("%w: allocation %q -> %q", ErrCorrupt, k, v)
+			}
+			snap.Allocations = append(snap.Allocations, ipam.Allocation{ContainerID: string(k), IP: ip})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return routes.ForEach(func(k, v []byte) error {
+			dst, err := netip.ParsePrefix(string(k))
+			if err != nil || !dst.Addr().Is4() || dst != dst.Masked() || len(v) == 0 || len(v) > 15 {
+				return fmt.Errorf("%w: route %q -> %q", ErrCorrupt, k, v)
+			}
+			snap.Routes[dst] = string(v)
+			return nil
+		})
+	})
+	return snap, err
+}
+
+// update runs one write transaction on the meta, allocations and routes
+// buckets; it returns once the change is on disk.
+func (s *Store) update(f func(meta, allocs, routes *bolt.Bucket) error) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return f(tx.Bucket(bucketMeta), tx.Bucket(bucketAllocs), tx.Bucket(bucketRoutes))
+	})
+	if err != nil {
+		return fmt.Errorf("save state to %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// SetSubnet records the node subnet and forgets the last address handed out.
+func (s *Store) SetSubnet(p netip.Prefix) error {
+	return s.update(func(meta, _, _ *bolt.Bucket) error {
+		return errors.Join(meta.Put(keySubnet, []byte(p.String())), meta.Delete(keyLastIP))
+	})
+}
+
+// PutAllocation records an allocation, and ip as the last handed out.
+func (s *Store) PutAllocation(id string, ip netip.Addr) error {
+	return s.update(func(meta, allocs, _ *bolt.Bucket) error {
+		return errors.Join(allocs.Put([]byte(id), []byte(ip.String())), meta.Put(keyLastIP, []byte(ip.String())))
+	})
+}
+
+// DeleteAllocation forgets an allocation.
+func (s *Store) DeleteAllocation(id string) error {
+	return s.update(func(_, allocs, _ *bolt.Bucket) error { return allocs.Delete([]byte(id)) })
+}
+
+// RouteChange is one change to the desired routes: Ifname empty deletes.
+type RouteChange struct {
+	Dst    netip.Prefix
+	Ifname string
+}
+
+// ChangeRoutes applies changes to the desired routes in one transaction.
+func (s *Store) ChangeRoutes(changes ...RouteChange) error {
+	return s.update(func(_, _, routes *bolt.Bucket) error {
+		for _, c := range changes {
+			var err error
+			if c.Ifname == "" {
+				err = routes.Delete([]byte(c.Dst.String()))
+			} else {
+				err = routes.Put([]byte(c.Dst.String()), []byte(c.Ifname))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,267 @@
+package state
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func open(t *testing.T, dir string) (*Store, *Snapshot) {
+	t.Helper()
+	s, snap, err := Open(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, snap
+}
+
+// fill writes a subnet, allocations through the real allocator, and routes.
+func fill(t *testing.T, s *Store, snap *Snapshot) {
+	t.Helper()
+	a, err := ipam.NewAllocator(ipam.DefaultOffsets, s, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetSubnet(netip.MustParsePrefix("10.42.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"c1", "c2", "c3"} {
+		if _, _, _, err := a.Allocate(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := a.Release("c2"); err != nil {
+		t.Fatal(err)
+	}
+	err = s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"}, RouteChange{netip.MustParsePrefix("10.42.3.0/24"), "vxlan100"})
+	if err == nil {
+		err = s.ChangeRoutes(RouteChange{Dst: netip.MustParsePrefix("10.42.3.0/24")}, RouteChange{netip.MustParsePrefix("10.42.4.0/24"), "vxlan200"})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s, snap := open(t, dir)
+	if snap.Subnet.IsValid() || len(snap.Allocations) != 0 || len(snap.Routes) != 0 {
+		t.Fatalf("a new state is not empty: %+v", snap)
+	}
+	fill(t, s, snap)
+	s.Close()
+
+	s, snap = open(t, dir)
+	defer s.Close()
+	want := &Snapshot{
+		Subnet: netip.MustParsePrefix("10.42.1.0/24"), LastIP: netip.MustParseAddr("10.42.1.12"),
+		Allocations: []ipam.Allocation{{ContainerID: "c1", IP: netip.MustParseAddr("10.42.1.10")}, {ContainerID: "c3", IP: netip.MustParseAddr("10.42.1.12")}},
+		Routes:      map[netip.Prefix]string{netip.MustParsePrefix("10.42.2.0/24"): "vxlan100", netip.MustParsePrefix("10.42.4.0/24"): "vxlan200"},
+	}
+	if got, exp := dump(snap), dump(want); got != exp {
+		t.Fatalf("after reopen:\n%s\nwant:\n%s", got, exp)
+	}
+	// The allocator resumes where it stopped: after .12, not at .10 or .11.
+	a, err := ipam.NewAllocator(ipam.DefaultOffsets, s, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, _, _, err := a.Allocate("c4"); err != nil || ip.String() != "10.42.1.13" {
+		t.Fatalf("after reopen: %v %v", ip, err)
+	}
+	for path, mode := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, filepath.Join(dir, FileName): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v (%v)", path, fi.Mode(), mode, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName+".new")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary file was left behind: %v", err)
+	}
+}
+
+func dump(s *Snapshot) string {
+	var b strings.Builder
+	b.WriteString("subnet " + s.Subnet.String() + " last " + s.LastIP.String() + "\n")
+	for _, a := range s.Allocations {
+		b.WriteString("alloc " + a.ContainerID + " " + a.IP.String() + "\n")
+	}
+	for _, d := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24"} {
+		if v, ok := s.Routes[netip.MustParsePrefix(d)]; ok {
+			b.WriteString("route " + d + " " + v + "\n")
+		}
+	}
+	return b.String() + "routes " + string(rune('0'+len(s.Routes)))
+}
+
+// TestTightensModes: a state dir or file left readable by others is made
+// private at start.
+func TestTightensModes(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir)
+	s.Close()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Join(dir, FileName), 0o644)
+	s, _ = open(t, dir)
+	s.Close()
+	for path, mode := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, filepath.Join(dir, FileName): 0o600} {
+		if fi, _ := os.Stat(path); fi.Mode() != mode {
+			t.Errorf("%s: mode %v, want %v", path, fi.Mode(), mode)
+		}
+	}
+}
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir)
+	defer s.Close()
+	if _, _, err := Open(dir, quiet); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "--state-dir") {
+		t.Fatalf("a second opener: %v", err)
+	}
+}
+
+func TestRefusesBadDirs(t *testing.T) {
+	if _, _, err := Open("relative/dir", quiet); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("relative dir: %v", err)
+	}
+	f := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(f, nil, 0o600)
+	if _, _, err := Open(f, quiet); err == nil {
+		t.Errorf("a file as the dir: accepted")
+	}
+	if os.Geteuid() == 0 {
+		dir := t.TempDir()
+		os.Chown(dir, 12345, 12345)
+		if _, _, err := Open(dir, quiet); err == nil || !strings.Contains(err.Error(), "uid 12345") {
+			t.Errorf("someone else's dir: %v", err)
+		}
+	}
+}
+
+// TestRefusesBadFiles: every kind of damaged or foreign state file stops
+// the start with a clear error and is left byte for byte as it was.
+func TestRefusesBadFiles(t *testing.T) {
+	good := func(t *testing.T) []byte {
+		dir := t.TempDir()
+		s, snap := open(t, dir)
+		fill(t, s, snap)
+		s.Close()
+		b, err := os.ReadFile(filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}(t)
+	// rewrite makes a bbolt file with one change to a good state.
+	rewrite := func(t *testing.T, f func(tx *bolt.Tx) error) []byte {
+		path := filepath.Join(t.TempDir(), FileName)
+		os.WriteFile(path, good, 0o600)
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(f); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		b, _ := os.ReadFile(path)
+		return b
+	}
+	put := func(bucket, k, v string) func(tx *bolt.Tx) error {
+		return func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucket)).Put([]byte(k), []byte(v)) }
+	}
+	flip := func(off int) []byte {
+		b := bytes.Clone(good)
+		for i := off; i < off+64 && i < len(b); i++ {
+			b[i] ^= 0xa5
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		file []byte
+		want error
+		says string
+	}{
+		{"empty", []byte{}, ErrCorrupt, "empty"},
+		{"text", []byte("subnet=10.42.1.0/24\n"), ErrCorrupt, "not a quilt-runtime state file"},
+		{"zeros", make([]byte, 16384), ErrCorrupt, ""},
+		{"truncated", good[:4096+100], ErrCorrupt, ""},
+		{"both meta pages damaged", func() []byte { b := flip(16); copy(b[4096+16:], flip(4096 + 16)[4096+16:4096+80]); return b }(), ErrCorrupt, ""},
+		{"future schema", rewrite(t, put("meta", "schema", "2")), ErrSchemaVersion, `"2"`},
+		{"no schema", rewrite(t, func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("schema")) }), ErrCorrupt, "schema"},
+		{"no meta bucket", rewrite(t, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("meta")) }), ErrCorrupt, "meta"},
+		{"no routes bucket", rewrite(t, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("routes")) }), ErrCorrupt, "bucket"},
+		{"bad subnet", rewrite(t, put("meta", "subnet", "10.42.1.1/24")), ErrCorrupt, "subnet"},
+		{"bad last ip", rewrite(t, put("meta", "last_ip", "fd00::1")), ErrCorrupt, "last_ip"},
+		{"bad allocation", rewrite(t, put("allocations", "c9", "10.42.1.300")), ErrCorrupt, "c9"},
+		{"bad route", rewrite(t, put("routes", "10.42.9.1/24", "vxlan100")), ErrCorrupt, "10.42.9.1/24"},
+		{"bad interface", rewrite(t, put("routes", "10.42.9.0/24", "")), ErrCorrupt, "10.42.9.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, FileName)
+			if err := os.WriteFile(path, tc.file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, _, err := Open(dir, quiet)
+			if err == nil {
+				s.Close()
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if !errors.Is(err, tc.want) || !strings.Contains(msg, path) || !strings.Contains(msg, tc.says) || strings.Contains(msg, "\n") {
+				t.Fatalf("got %q, want %v naming %s and %q", msg, tc.want, path, tc.says)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, tc.file) {
+				t.Fatal("the refused file was changed")
+			}
+		})
+	}
+}
+
+// FuzzLoad: whatever bytes are in the state file, Open returns an error or
+// a snapshot, never panics, and never changes a file it refuses.
+func FuzzLoad(f *testing.F) {
+	dir := f.TempDir()
+	s, snap, err := Open(dir, quiet)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"})
+	s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24"))
+	s.PutAllocation("c1", netip.MustParseAddr("10.42.1.10"))
+	_ = snap
+	s.Close()
+	good, _ := os.ReadFile(filepath.Join(dir, FileName))
+	f.Add(good)
+	f.Add(good[:8192])
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<20 {
+			return
+		}
+		dir := t.TempDir()
+		path := filepath.Join(dir, FileName)
+		os.WriteFile(path, b, 0o600)
+		s, _, err := Open(dir, quiet)
+		if err == nil {
+			s.Close()
+			return
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
+			t.Fatalf("refused (%v) but changed", err)
+		}
+	})
+}
