@@ -626,6 +626,8 @@ func (s *scenario) heal(ctx context.Context, st *Step) error {
 	rpcs := s.a.rpcCount()
 	rpcLines := strings.Count(n2.frontProc.output(), "RPC: ")
 	created := strings.Count(n2.helperProc.output(), "result=created")
+	const readdedLine = "resync: re-added missing route"
+	resynced := strings.Count(n2.frontProc.output(), readdedLine)
 
 	const healProbeTimeout = 100 * time.Millisecond
 	ab := startProber(ctx, n1.containers[0], n2.containers[0], probeInterval, healProbeTimeout)
@@ -684,8 +686,11 @@ func (s *scenario) heal(ctx context.Context, st *Step) error {
 	st.check("the heal took no agent call", s.a.rpcCount() == rpcs && strings.Count(n2.frontProc.output(), "RPC: ") == rpcLines,
 		"agent calls %d -> %d; RPCs in node2's frontend log %d -> %d", rpcs, s.a.rpcCount(), rpcLines, strings.Count(n2.frontProc.output(), "RPC: "))
 	readded := strings.Count(n2.helperProc.output(), "result=created") - created
-	st.check("node2's helper re-created the flushed routes (its audit log)", readded >= len(lines(want)),
-		"%d route adds with result=created since the flush, %d routes flushed", readded, len(lines(want)))
+	resyncAdds := strings.Count(n2.frontProc.output(), readdedLine) - resynced
+	st.check("node2's frontend resync re-added the flushed routes through its helper (both logs say so)",
+		readded >= len(lines(want)) && resyncAdds >= len(lines(want)),
+		"%d %q lines in the frontend's log and %d route adds with result=created in the helper's audit log since the flush; %d routes flushed",
+		resyncAdds, readdedLine, readded, len(lines(want)))
 	if !routesBack.IsZero() {
 		s.rep.Measurements.RoutesBackSeconds = routesBack.Sub(flushed).Seconds()
 	}
