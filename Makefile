@@ -43,6 +43,8 @@ proto:
 # Runs each fuzz target for FUZZTIME.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./shared/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDestination$$' -fuzztime $(FUZZTIME) ./frontend
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./frontend/state
 
 clean:
 	rm -rf $(BIN)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,17 +31,8 @@ func freePort(t *testing.T) string {
 // as an unprivileged uid with no capabilities, and a real gRPC client doing
 // what the Quilt Mesh agent does. Then the kernel holds exactly our routes.
 func TestPrivilegeSeparatedAgentSequence(t *testing.T) {
-	ns := newNetns(t, "vxlan100")
-	const frontendUID = 65533
-	_, sock := startHelper(t, ns, frontendUID)
-	// The socket's group is the frontend's, as systemd's SocketGroup makes it.
-	if err := os.Chown(sock, nobody, frontendUID); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(filepath.Dir(sock), 0o755)
-	addr := freePort(t)
-	fe := start(t, ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr, "--helper-socket", sock)
-	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+addr) })
+	n := newNode(t)
+	ns, addr, fe := n.ns, n.addr, n.startFrontend(t)
 
 	// The frontend listens inside the namespace's loopback; dial it there.
 	conn := dialInNetns(t, ns, addr)
@@ -113,8 +103,9 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 func TestFrontendHelperDown(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 	addr := freePort(t)
-	sock := filepath.Join(socketDir(t, nobody), "absent.sock")
-	fe := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr, "--helper-socket", sock)
+	dir := socketDir(t, nobody)
+	fe := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr,
+		"--helper-socket", filepath.Join(dir, "absent.sock"), "--state-dir", filepath.Join(dir, "state"))
 	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+addr) })
 	conn := dialInNetns(t, ns, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

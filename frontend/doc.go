@@ -1,15 +1,23 @@
 // Package frontend is the unprivileged half of quilt-runtime: the gRPC
 // server the Quilt Mesh agent calls (proto package quilt, service
-// QuiltRuntime), request validation, the node's subnet, and the client of
+// QuiltRuntime), the operators' QuiltAdmin service, request validation, the
+// desired routes and their reconciliation with the kernel, and the client of
 // the privileged route helper.
 //
 // It needs no privileges and refuses to run with any (CheckPrivileges).
 // Every request is validated completely (ParseDestination, ParseInterface)
-// before anything reaches the helper; every domain failure is answered with
-// success=false and a one-line error naming the value and the rule.
+// before anything is recorded or reaches the helper; every domain failure of
+// the agent's service is answered with success=false and a one-line error
+// naming the value and the rule.
+//
+// State: the node subnet and container addresses (package ipam) and the
+// desired routes (Desired) are kept in package state's file and written
+// before any change is acknowledged. Resync compares the desired routes with
+// the helper's list of ours and repairs the difference.
 //
 // Knobs: Config (listen addresses, TLS, the helper socket and its request
-// timeout, the route policy). gRPC limits: 16 KiB messages, 64 concurrent
-// streams per connection, keepalive pings no more often than every 10s.
-// Logs go to the injected *slog.Logger.
+// timeout, the route policy, the state dir, IPAM offsets, the resync
+// interval, the metrics address). gRPC limits: 16 KiB messages, 64
+// concurrent streams per connection, keepalive pings no more often than
+// every 10s. Logs go to the injected *slog.Logger.
 package frontend

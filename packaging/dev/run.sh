@@ -10,6 +10,8 @@
 # Both run as they do in production: the helper with CAP_NET_ADMIN alone, the
 # frontend as an unprivileged uid with no capabilities. Ctrl-C stops both and
 # removes everything this script made; routes in the sandbox go with it.
+# STATE_DIR=/some/dir keeps the frontend's state across runs (made 0700,
+# owned by FRONTEND_UID).
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "make run needs root: it creates a network namespace and starts processes under other uids" >&2; exit 1; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,6 +38,9 @@ trap cleanup EXIT INT TERM
 chmod 755 "$dir"
 install -m 755 "$here"/bin/quilt-route-helper "$here"/bin/quilt-runtime "$dir"/
 install -d -o "$HELPER_UID" -g "$SOCKET_GID" -m 750 "$dir/run"
+# The frontend's durable state: kept across runs only if STATE_DIR is given.
+STATE_DIR=${STATE_DIR:-$dir/state}
+install -d -o "$FRONTEND_UID" -g "$FRONTEND_UID" -m 700 "$STATE_DIR"
 
 netns=()
 if [ "$SANDBOX" = 1 ]; then
@@ -59,7 +64,7 @@ for _ in $(seq 100); do [ -S "$dir/run/route-helper.sock" ] && break; sleep 0.05
 
 setpriv --reuid="$FRONTEND_UID" --regid="$FRONTEND_UID" --groups="$SOCKET_GID" \
   --inh-caps=-all --bounding-set=-all --no-new-privs -- \
-  "$dir"/quilt-runtime --grpc-addr "$ADDR" --helper-socket "$dir/run/route-helper.sock" &
+  "$dir"/quilt-runtime --grpc-addr "$ADDR" --helper-socket "$dir/run/route-helper.sock" --state-dir "$STATE_DIR" &
 pids+=($!)
 sleep 0.5
 
@@ -73,6 +78,10 @@ Call it as the Quilt Mesh agent does:
   bin/quiltctl --addr $ADDR inject-route --via vxlan100 10.42.2.0/24
   bin/quiltctl --addr $ADDR remove-route 10.42.2.0/24
   grpcurl -plaintext -d '{"destination":"10.42.2.0/24","via_interface":"vxlan100"}' $ADDR quilt.QuiltRuntime/InjectRoute
+Give a container an address, and look at the node:
+  bin/quiltctl --addr $ADDR allocate web-1
+  bin/quiltctl --addr $ADDR status
+  bin/quiltctl --addr $ADDR routes
 See the routes (ours carry proto 81, "quilt" with packaging/rt_protos.d installed):
   ${ipn[*]} route show proto 81
 

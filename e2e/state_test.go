@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
+)
+
+// frontendUID is the unprivileged uid the frontend runs as.
+const frontendUID = 65533
+
+// resync is the resync interval the state tests run the frontend with.
+const resync = time.Second
+
+// node is the privilege-separated pair in one namespace, as deployed: the
+// helper with only CAP_NET_ADMIN, the frontend unprivileged, with its own
+// state dir.
+type node struct {
+	ns, sock, stateDir, addr string
+	helper, frontend         *proc
+}
+
+// newNode starts the helper in a new namespace with vxlan100 and prepares
+// the frontend's state dir; startFrontend starts the frontend.
+func newNode(t *testing.T) *node {
+	t.Helper()
+	n := &node{ns: newNetns(t, "vxlan100"), addr: freePort(t)}
+	n.helper, n.sock = startHelper(t, n.ns, frontendUID)
+	// The socket's group is the frontend's, as systemd's SocketGroup makes it.
+	if err := os.Chown(n.sock, nobody, frontendUID); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(n.sock), 0o755)
+	n.stateDir = filepath.Join(socketDir(t, frontendUID), "state")
+	if err := os.Mkdir(n.stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(n.stateDir, frontendUID, frontendUID); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// startFrontend starts the frontend and waits until it serves.
+func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"--grpc-addr", n.addr, "--helper-socket", n.sock, "--state-dir", n.stateDir,
+		"--resync-interval", resync.String()}, extra...)
+	n.frontend = start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), args...)
+	fe := n.frontend
+	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+n.addr) })
+	return fe
+}
+
+// kill9 kills the frontend with SIGKILL and waits for it.
+func (n *node) kill9(t *testing.T) {
+	t.Helper()
+	n.frontend.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.frontend.done
+}
+
+// clients returns the agent's and the admin's clients on one connection.
+func (n *node) clients(t *testing.T) (quiltpb.QuiltRuntimeClient, quiltpb.QuiltAdminClient, *grpc.ClientConn) {
+	t.Helper()
+	conn := dialInNetns(t, n.ns, n.addr)
+	return quiltpb.NewQuiltRuntimeClient(conn), quiltpb.NewQuiltAdminClient(conn), conn
+}
+
+// configure calls ConfigureNodeSubnet as the agent does.
+func (n *node) configure(t *testing.T, subnet string) {
+	t.Helper()
+	rt, _, conn := n.clients(t)
+	defer conn.Close()
+	if r, err := rt.ConfigureNodeSubnet(ctxT(t), &quiltpb.ConfigureNodeSubnetRequest{Subnet: subnet}); err != nil || !r.Success {
+		t.Fatal(r, err)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ours returns our routes in the namespace, one per line.
+func ours(t *testing.T, ns string) string { return routes(t, ns, "proto", "81") }
+
+// waitRoutes polls until our routes are exactly want, and returns how long
+// that took; it fails the test after limit.
+func waitRoutes(t *testing.T, ns, want string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := ours(t, ns)
+		if got == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("after %v our routes are:\n%s\nwant:\n%s", limit, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStatePersistsAcrossRestart: configure, allocate and inject; kill -9
+// the frontend; flush our routes from the kernel as a reboot would; start
+// again: the allocations are intact and the routes are back within one
+// resync interval, with no agent call.
+func TestStatePersistsAcrossRestart(t *testing.T) {
+	n := newNode(t)
+	n.startFrontend(t)
+	rt, adm, _ := n.clients(t)
+	ctx := ctxT(t)
+	if r, err := rt.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"}); err != nil || !r.Success {
+		t.Fatal(r, err)
+	}
+	allocated := map[string]string{}
+	for _, id := range []string{"web-1", "web-2", "db-1"} {
+		a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		allocated[id] = a.Ip
+	}
+	for _, dst := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24"} {
+		if r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: dst, ViaInterface: "vxlan100"}); err != nil || !r.Success {
+			t.Fatal(r, err)
+		}
+	}
+	want := "10.42.2.0/24 dev vxlan100 scope link \n10.42.3.0/24 dev vxlan100 scope link \n10.42.4.0/24 dev vxlan100 scope link \n"
+	waitRoutes(t, n.ns, want, 0)
+
+	// The state is private to the frontend's user.
+	for path, mode := range map[string]os.FileMode{n.stateDir: os.ModeDir | 0o700, filepath.Join(n.stateDir, "state.db"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode() != mode || fi.Sys().(*syscall.Stat_t).Uid != frontendUID {
+			t.Fatalf("%s: %v (uid %d), want %v owned by %d: %v", path, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, mode, frontendUID, err)
+		}
+	}
+
+	n.kill9(t)
+	run(t, "ip", "-n", n.ns, "route", "flush", "proto", "81")
+	waitRoutes(t, n.ns, "", 0)
+	restarted := time.Now()
+	n.startFrontend(t)
+	serving := time.Since(restarted)
+	healed := waitRoutes(t, n.ns, want, resync+2*time.Second)
+	t.Logf("routes back %v after the restarted frontend served (%v after its start; resync interval %v)",
+		healed.Round(time.Millisecond), (serving + healed).Round(time.Millisecond), resync)
+	if !strings.Contains(n.frontend.Output(), "resync: re-added missing route 10.42.3.0/24 dev vxlan100") {
+		t.Errorf("the repair was not logged:\n%s", n.frontend.Output())
+	}
+
+	_, adm, _ = n.clients(t)
+	l, err := adm.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
+	if err != nil || l.Subnet != "10.42.1.0/24" || len(l.Allocations) != len(allocated) {
+		t.Fatalf("after restart: %v %v", l, err)
+	}
+	for _, a := range l.Allocations {
+		if allocated[a.ContainerId] != a.Ip {
+			t.Errorf("container %s has %s after the restart, had %s", a.ContainerId, a.Ip, allocated[a.ContainerId])
+		}
+	}
+	// The same ID gets the same address; the next one continues the sequence.
+	if a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "web-1"}); err != nil || a.Ip != allocated["web-1"] || !a.Existing {
+		t.Errorf("web-1 again: %v %v", a, err)
+	}
+	if a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: "web-3"}); err != nil || a.Ip != "10.42.1.13" {
+		t.Errorf("web-3: %v %v", a, err)
+	}
+}
+
+// TestDriftRepair: a route of ours deleted by hand comes back within one
+// interval; a stray route with our protocol is removed; a foreign route on
+// a desired destination is reported and left untouched.
+func TestDriftRepair(t *testing.T) {
+	n := newNode(t)
+	n.startFrontend(t)
+	rt, adm, _ := n.clients(t)
+	ctx := ctxT(t)
+	for _, dst := range []string{"10.42.2.0/24", "10.42.3.0/24"} {
+		if r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: dst, ViaInterface: "vxlan100"}); err != nil || !r.Success {
+			t.Fatal(r, err)
+		}
+	}
+	want := "10.42.2.0/24 dev vxlan100 scope link \n10.42.3.0/24 dev vxlan100 scope link \n"
+	waitRoutes(t, n.ns, want, 0)
+
+	run(t, "ip", "-n", n.ns, "route", "del", "10.42.2.0/24")
+	took := waitRoutes(t, n.ns, want, resync+2*time.Second)
+	t.Logf("deleted route back after %v (interval %v)", took, resync)
+
+	run(t, "ip", "-n", n.ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
+	took = waitRoutes(t, n.ns, want, resync+2*time.Second)
+	t.Logf("stray route removed after %v", took)
+
+	// Replace ours for 10.42.3.0/24 by a static route: a conflict.
+	run(t, "ip", "-n", n.ns, "route", "del", "10.42.3.0/24")
+	run(t, "ip", "-n", n.ns, "route", "add", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
+	foreign := routes(t, n.ns, "proto", "static")
+	deadline := time.Now().Add(resync + 3*time.Second)
+	var st *quiltpb.GetStatusResponse
+	for {
+		var err error
+		if st, err = adm.GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if st.LastResync.Conflicts == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("conflict not reported: %v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.LastResync.Ok || st.DesiredRoutes != 2 || st.InstalledRoutes != 1 {
+		t.Errorf("status with a conflict: %v", st)
+	}
+	lr, err := adm.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
+	if err != nil || len(lr.Routes) != 2 || lr.Routes[1].State != quiltpb.RouteState_ROUTE_STATE_CONFLICT || !strings.Contains(lr.Routes[1].Detail, "not quilt's") {
+		t.Fatalf("routes with a conflict: %v %v", lr, err)
+	}
+	time.Sleep(resync + 200*time.Millisecond) // another resync: still untouched
+	if got := routes(t, n.ns, "proto", "static"); got != foreign {
+		t.Fatalf("the foreign route was touched: %q, was %q", got, foreign)
+	}
+	if !strings.Contains(n.frontend.Output(), "resync: desired route is held by a route that is not quilt's") {
+		t.Errorf("conflict not logged")
+	}
+}
+
+// TestStartRefusesBadState: a corrupt or future-version state file stops
+// the start with a clear error, and the file is left as it was.
+func TestStartRefusesBadState(t *testing.T) {
+	n := newNode(t)
+	n.startFrontend(t)
+	n.configure(t, "10.42.1.0/24")
+	n.kill9(t)
+	path := filepath.Join(n.stateDir, "state.db")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		file []byte
+		says string
+	}{
+		{"garbage", []byte("not a database\n"), "state file is corrupt or not a quilt-runtime state file"},
+		{"truncated", good[:5000], "state file is corrupt"},
+		{"future version", withSchema(t, good, "99"), `state file has an unknown schema version "99"`},
+	} {
+		if err := os.WriteFile(path, tc.file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
+			"--helper-socket", n.sock, "--state-dir", n.stateDir)
+		err := p.wait(t, 10*time.Second)
+		out := p.Output()
+		if err == nil || !strings.Contains(out, tc.says) || !strings.Contains(out, path) || strings.Contains(out, "Starting gRPC server") {
+			t.Errorf("%s: exit %v, output:\n%s", tc.name, err, out)
+		}
+		if after, _ := os.ReadFile(path); string(after) != string(tc.file) {
+			t.Errorf("%s: the file was changed", tc.name)
+		}
+	}
+}
+
+// withSchema returns a copy of a state file whose schema version is v.
+func withSchema(t *testing.T, good []byte, v string) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	os.WriteFile(path, good, 0o600)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte(v)) })
+	if err = errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// ledger records what the server acknowledged. An operation sent but not
+// answered (the server was killed) may or may not have taken effect, so
+// its key is left unchecked unless a later one is acknowledged.
+type ledger struct {
+	mu       sync.Mutex
+	state    map[string]string // key -> acknowledged value ("" = absent)
+	unsure   map[string]bool
+	attempts int
+}
+
+func (l *ledger) send(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unsure[key] = true
+	l.attempts++
+}
+
+func (l *ledger) ack(key, value string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.state[key], l.unsure[key] = value, false
+}
+
+// check compares every surely known key with have and returns the number
+// checked.
+func (l *ledger) check(t *testing.T, what string, have map[string]string) int {
+	t.Helper()
+	n := 0
+	for k, v := range l.state {
+		if l.unsure[k] {
+			continue
+		}
+		n++
+		if have[k] != v {
+			t.Errorf("acknowledged %s %s=%q is %q after the storm", what, k, v, have[k])
+		}
+	}
+	return n
+}
+
+// TestKillStorm: the frontend is killed with SIGKILL again and again while
+// clients allocate and release addresses and inject and remove routes;
+// afterwards every acknowledged change is there, no address is given
+// twice, and the kernel holds exactly the desired routes after one resync.
+func TestKillStorm(t *testing.T) {
+	n := newNode(t)
+	n.startFrontend(t)
+	n.configure(t, "10.42.1.0/24")
+
+	allocs := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
+	routesL := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
+	const rounds, workers = 10, 4
+	for round := range rounds {
+		if round > 0 {
+			n.startFrontend(t)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				conn := dialInNetns(t, n.ns, n.addr)
+				defer conn.Close()
+				rt, adm := quiltpb.NewQuiltRuntimeClient(conn), quiltpb.NewQuiltAdminClient(conn)
+				// Each worker has its own 60 destinations, so its acks
+				// alone decide their state.
+				dst := func(i int) string { return fmt.Sprintf("10.42.%d.0/24", 2+w*60+(round*17+i)%60) }
+				for i := 0; ctx.Err() == nil; i++ {
+					id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
+					allocs.send(id)
+					a, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: id})
+					if err != nil {
+						return // the server is gone
+					}
+					allocs.ack(id, a.Ip)
+					if i%2 == 1 { // release the previous one: the pool never runs dry
+						prev := fmt.Sprintf("r%d-w%d-%d", round, w, i-1)
+						allocs.send(prev)
+						if _, err := adm.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: prev}); err != nil {
+							return
+						}
+						allocs.ack(prev, "")
+					}
+					routesL.send(dst(i))
+					r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: dst(i), ViaInterface: "vxlan100"})
+					if err != nil || !r.Success {
+						return
+					}
+					routesL.ack(dst(i), "vxlan100")
+					if i%3 == 2 {
+						routesL.send(dst(i - 1))
+						r, err := rt.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: dst(i - 1)})
+						if err != nil || !r.Success {
+							return
+						}
+						routesL.ack(dst(i-1), "")
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
+		n.kill9(t)
+		cancel()
+		wg.Wait()
+	}
+	n.startFrontend(t)
+	_, adm, _ := n.clients(t)
+	ctx := ctxT(t)
+	l, err := adm.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, byIP := map[string]string{}, map[string]string{}
+	for _, a := range l.Allocations {
+		have[a.ContainerId] = a.Ip
+		if other, dup := byIP[a.Ip]; dup {
+			t.Errorf("%s given to both %s and %s", a.Ip, other, a.ContainerId)
+		}
+		byIP[a.Ip] = a.ContainerId
+	}
+	checkedAllocs := allocs.check(t, "allocation", have)
+
+	lr, err := adm.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := map[string]string{}
+	var want strings.Builder // in address order, as ip(8) prints
+	for _, r := range lr.Routes {
+		if r.DesiredInterface != "" {
+			desired[r.Destination] = r.DesiredInterface
+			want.WriteString(r.Destination + " dev vxlan100 scope link \n")
+		}
+	}
+	checkedRoutes := routesL.check(t, "route", desired)
+	took := waitRoutes(t, n.ns, want.String(), resync+2*time.Second)
+	t.Logf("%d SIGKILLs; %d allocation and %d route operations sent; %d allocations and %d routes checked against their last acknowledgement; kernel matched the desired %d routes %v after the last start",
+		rounds, allocs.attempts, routesL.attempts, checkedAllocs, checkedRoutes, len(desired), took.Round(time.Millisecond))
+	if checkedAllocs < 2*rounds || checkedRoutes < rounds {
+		t.Errorf("the storm acknowledged too little to prove anything")
+	}
+}
