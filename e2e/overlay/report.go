@@ -246,21 +246,24 @@ func (m *Matrix) WriteText(w io.Writer, indent string) {
 	for _, c := range m.Containers {
 		width = max(width, len(c))
 	}
-	fmt.Fprintf(w, "%s%-*s", indent, width, "from \\ to")
-	for _, c := range m.Containers {
-		fmt.Fprintf(w, "  %-*s", width, c)
+	row := func(first string, cells []string) {
+		line := fmt.Sprintf("%s%-*s", indent, width, first)
+		for _, c := range cells {
+			line += fmt.Sprintf("  %-*s", width, c)
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
-	fmt.Fprintln(w)
+	row("from \\ to", m.Containers)
 	for _, from := range m.Containers {
-		fmt.Fprintf(w, "%s%-*s", indent, width, from)
+		var cells []string
 		for _, to := range m.Containers {
 			v := "-"
 			if c, ok := m.Cell(from, to); ok {
 				v = string(c.Outcome)
 			}
-			fmt.Fprintf(w, "  %-*s", width, v)
+			cells = append(cells, v)
 		}
-		fmt.Fprintln(w)
+		row(from, cells)
 	}
 }
 
