@@ -313,7 +313,7 @@ func (s *scenario) containers(ctx context.Context, st *Step) error {
 	return nil
 }
 
-// nodeOf tells which node a container ID belongs to.
+// container finds a container by its ID.
 func (s *scenario) container(id string) *container {
 	for _, ct := range s.c.allContainers() {
 		if ct.id == id {
@@ -570,7 +570,11 @@ func (s *scenario) restart(ctx context.Context, st *Step) error {
 	st.check("node2's restarted frontend found the kernel in sync on its first resync",
 		lr.Ok && lr.Added == 0 && lr.Removed == 0 && lr.Moved == 0 && lr.Failed == 0,
 		"resync at %s: ok=%v added=%d moved=%d removed=%d failed=%d %s", lr.Time, lr.Ok, lr.Added, lr.Moved, lr.Removed, lr.Failed, lr.Error)
-	time.Sleep(200 * time.Millisecond)
+	select { // a few more probes after the resync
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(200 * time.Millisecond):
+	}
 	run := pr.stop()
 	st.Probes = append(st.Probes, run)
 
