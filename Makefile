@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz clean
+.PHONY: all build run test vet fmt-check proto fuzz package clean
 
 all: build
 
@@ -46,8 +46,20 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDestination$$' -fuzztime $(FUZZTIME) ./frontend
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./frontend/state
 
+# The .deb (packaging/nfpm.yaml) in $(DIST), built by nfpm through the Go
+# toolchain at a pinned version. PKG_VERSION is the Debian version: the
+# latest tag vX.Y.Z as X.Y.Z, or before any tag 0.1.0~git<commit date>.<hash>,
+# which sorts before the first release, 0.1.0 (packaging/deb/changelog.yml).
+DIST ?= dist
+NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match "v[0-9]*" --abbrev=0 2>/dev/null) && echo "$${v#v}" || git log -1 --date=format:%Y%m%d --format=0.1.0~git%cd.%h 2>/dev/null || echo 0.1.0~dev)
+package: build
+	mkdir -p $(DIST)
+	rm -f $(DIST)/quilt-runtime_*.deb
+	PKG_VERSION='$(PKG_VERSION)' $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
 
 # The three-node overlay scenario, narrated for a newcomer (needs root):
 # nodes, the agent's calls, routing tables, the connectivity matrix, a

@@ -3,6 +3,7 @@ package frontend
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 )
@@ -58,6 +59,7 @@ func (a *Admin) MetricsHandler() http.Handler {
 			{`quilt_resync_repairs_total{kind="removed"}`, "counter", "", c.removed.Load()},
 			{"quilt_resync_last_timestamp_seconds", "gauge", "Start of the last resync, Unix time.", last},
 			{"quilt_resync_last_duration_seconds", "gauge", "Duration of the last resync.", r.Duration.Seconds()},
+			{"quilt_goroutines", "gauge", "Goroutines of the frontend (a leak shows here).", runtime.NumGoroutine()},
 		} {
 			if m.help != "" {
 				base := m.name

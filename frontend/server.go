@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -41,6 +43,7 @@ type Config struct {
 	Offsets                ipam.Offsets  // gateway and allocation range in the node subnet
 	ResyncInterval         time.Duration // between comparisons of desired and installed routes
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
+	MaxConns               int           // connections served at once per listener
 	Version                string
 	Log                    *slog.Logger
 }
@@ -136,12 +139,22 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
+// Limits of the gRPC server. A request of the agent's is under 100
+// bytes; MaxRecvMsgSize leaves room for anything legitimate and refuses
+// the rest before it is decoded. MaxConns bounds connections per listener:
+// more wait in the kernel's backlog until one closes.
+const (
+	MaxRecvMsgSize       = 8 << 10
+	MaxConcurrentStreams = 64
+	DefaultMaxConns      = 128
+)
+
 // NewGRPCServer returns a server with our limits, the QuiltRuntime and
 // QuiltAdmin services, health and reflection.
 func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(16 << 10),
-		grpc.MaxConcurrentStreams(64),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 10 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
@@ -247,7 +260,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
 		}
 		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "")
-		go func() { errc <- srv.Serve(nl) }()
+		go func() { errc <- srv.Serve(netutil.LimitListener(nl, cmp.Or(cfg.MaxConns, DefaultMaxConns))) }()
 	}
 	select {
 	case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
@@ -19,14 +20,8 @@ var (
 	ErrIfname    = errors.New("is not a valid interface name (1-15 bytes of A-Z a-z 0-9 . _ -)")
 )
 
-// show quotes a value for a message: escaped, so newlines and NULs stay on
-// one line, and cut to 64 bytes, so huge inputs stay small.
-func show(s string) string {
-	if len(s) > 64 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:64], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
+// show quotes a client-supplied value for a message: one line, bounded.
+func show(s string) string { return quote.Value(s) }
 
 // ParseDestination parses a node subnet as the agent sends it and checks it
 // against the policy. what names the field in the message.

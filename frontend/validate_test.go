@@ -86,3 +86,20 @@ func FuzzParseDestination(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseInterface: anything accepted is an allowed name, unchanged;
+// every refusal is one short line.
+func FuzzParseInterface(f *testing.F) {
+	for _, s := range []string{"vxlan100", "vxlan1000", "VXLAN100", "", "../x", "vxlan100\x00", "a;b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseInterface(testPolicy, s)
+		if err == nil && (got != s || s != "vxlan100") {
+			t.Fatalf("accepted %q as %q", s, got)
+		}
+		if err != nil && (strings.ContainsAny(err.Error(), "\n\r\x00") || len(err.Error()) > 300) {
+			t.Fatalf("message for %q: %q", s, err)
+		}
+	})
+}

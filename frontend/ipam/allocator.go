@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 )
 
 // Errors of the allocator, besides ErrExhausted.
@@ -28,11 +30,7 @@ func CheckID(id string) error {
 	if ok {
 		return nil
 	}
-	shown := id
-	if len(shown) > 64 {
-		shown = fmt.Sprintf("%s... (%d bytes)", shown[:64], len(id))
-	}
-	return fmt.Errorf("container_id %q %w", shown, ErrContainerID)
+	return fmt.Errorf("container_id %s %w", quote.Value(id), ErrContainerID)
 }
 
 // Store makes the allocator's changes durable. Each call returns only

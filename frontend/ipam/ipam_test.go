@@ -324,3 +324,20 @@ func TestConcurrentAllocate(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// FuzzCheckID: accepted IDs are short and of the allowed characters;
+// every refusal is one short line.
+func FuzzCheckID(f *testing.F) {
+	for _, s := range []string{"web-1", "", "-a", "a b", strings.Repeat("x", 129), "é"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		err := CheckID(id)
+		if err == nil && (len(id) > MaxIDLen || strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != "") {
+			t.Fatalf("accepted %q", id)
+		}
+		if err != nil && (strings.ContainsAny(err.Error(), "\n\r\x00") || len(err.Error()) > 300) {
+			t.Fatalf("message for %q: %q", id, err)
+		}
+	})
+}

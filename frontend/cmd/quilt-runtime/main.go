@@ -44,6 +44,7 @@ func main() {
 			&cli.StringFlag{Name: "gateway", Value: "1", EnvVars: []string{"QUILT_GATEWAY"}, Usage: "the gateway's host number in the node subnet (the container bridge's address): 1 is .1"},
 			&cli.StringFlag{Name: "ip-range", Value: "10-254", EnvVars: []string{"QUILT_IP_RANGE"}, Usage: "host numbers containers get addresses from, FIRST-LAST"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics (off when empty)"},
+			&cli.IntFlag{Name: "max-connections", Value: frontend.DefaultMaxConns, EnvVars: []string{"QUILT_MAX_CONNECTIONS"}, Usage: "gRPC connections served at once per listen address; more wait until one closes"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
@@ -93,6 +94,9 @@ func run(c *cli.Context) error {
 	if offsets.First, offsets.Last, err = ipam.ParseRange(c.String("ip-range")); err != nil {
 		return fmt.Errorf("--ip-range: %w", err)
 	}
+	if c.Int("max-connections") < 1 {
+		return fmt.Errorf("--max-connections must be at least 1")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return frontend.Run(ctx, frontend.Config{
@@ -106,6 +110,7 @@ func run(c *cli.Context) error {
 		Offsets:        offsets,
 		ResyncInterval: c.Duration("resync-interval"),
 		MetricsAddr:    c.String("metrics-addr"),
+		MaxConns:       c.Int("max-connections"),
 		Version:        version,
 		Log:            slog.New(h),
 	})

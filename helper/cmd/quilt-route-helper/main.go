@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) { // --help exits 0
 		fmt.Fprintln(os.Stderr, "quilt-route-helper:", err)
 		os.Exit(1)
 	}
