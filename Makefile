@@ -60,3 +60,13 @@ package: build
 
 clean:
 	rm -rf $(BIN) $(DIST)
+
+# The three-node overlay scenario, narrated for a newcomer (needs root):
+# nodes, the agent's calls, routing tables, the connectivity matrix, a
+# SIGKILL restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
+.PHONY: demo
+DEMO_FLAGS ?=
+demo: build
+	$(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/quilt-demo
+	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root: it creates network namespaces and starts processes under other uids (try: sudo make demo)" >&2; exit 1; }
+	$(BIN)/quilt-demo -bin $(BIN) $(DEMO_FLAGS)

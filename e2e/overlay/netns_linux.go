@@ -1,0 +1,213 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where `ip netns` keeps named namespaces.
+const netnsDir = "/run/netns"
+
+// inNetns runs fn on an OS thread that has entered the named network
+// namespace. Sockets fn opens belong to that namespace for good. The work
+// runs on a goroutine of its own: if the thread cannot return to our
+// namespace, it stays locked and ends with that goroutine, so it never
+// serves other goroutines in the wrong namespace.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(filepath.Join(netnsDir, ns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("namespace %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
+			return // still locked: the thread exits with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// dialIn opens a TCP connection from inside the namespace.
+func dialIn(ctx context.Context, ns, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(ns, func() error {
+		var err error
+		c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
+}
+
+// listenIn opens a TCP listener inside the namespace.
+func listenIn(ns, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := inNetns(ns, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
+}
+
+// setSysctls writes /proc/sys/net values inside the namespace: that part
+// of /proc/sys belongs to the network namespace of the thread that opens
+// it. keys are dotted, like "net.ipv4.conf.vxlan100.proxy_arp".
+func setSysctls(ns string, kv ...string) error {
+	return inNetns(ns, func() error {
+		for i := 0; i+1 < len(kv); i += 2 {
+			path := "/proc/sys/" + strings.ReplaceAll(kv[i], ".", "/")
+			if err := os.WriteFile(path, []byte(kv[i+1]+"\n"), 0); err != nil {
+				return fmt.Errorf("sysctl %s=%s in %s: %w", kv[i], kv[i+1], ns, err)
+			}
+		}
+		return nil
+	})
+}
+
+// readSysctl reads one /proc/sys/net value inside the namespace.
+func readSysctl(ns, key string) (string, error) {
+	var v string
+	err := inNetns(ns, func() error {
+		b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	return v, err
+}
+
+// CommandError is a command that failed, with what it printed.
+type CommandError struct {
+	Args   []string
+	Output string
+	Err    error
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("%s: %v: %s", strings.Join(e.Args, " "), e.Err, strings.TrimSpace(e.Output))
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// command runs a program (ip, bridge) to completion and returns its
+// output, or a *CommandError.
+func command(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return "", &CommandError{Args: append([]string{name}, args...), Output: string(out), Err: err}
+	}
+	return string(out), nil
+}
+
+// createNetns makes a named namespace with its loopback up.
+func createNetns(ctx context.Context, name string) error {
+	if _, err := command(ctx, "ip", "netns", "add", name); err != nil {
+		return err
+	}
+	_, err := command(ctx, "ip", "-n", name, "link", "set", "lo", "up")
+	return err
+}
+
+// pidsIn returns the processes running in the named namespace.
+func pidsIn(ctx context.Context, name string) ([]int, error) {
+	out, err := command(ctx, "ip", "netns", "pids", name)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// removeNetns kills what still runs in a namespace of ours, then deletes
+// it; its interfaces go with it (a veth pair goes when either end does).
+// It returns how many processes it had to kill.
+func removeNetns(ctx context.Context, name string) (int, error) {
+	if _, err := os.Stat(filepath.Join(netnsDir, name)); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	pids, err := pidsIn(ctx, name)
+	for _, pid := range pids {
+		unix.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range pids {
+		for i := 0; i < 100 && unix.Kill(pid, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if _, derr := command(ctx, "ip", "netns", "del", name); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	return len(pids), err
+}
+
+// namePrefix is the start of every namespace name of a run; the run's pid
+// follows it, then a dash.
+const namePrefix = "qov"
+
+// sweepStale removes namespaces a run of this package left behind when it
+// was killed before it could clean up: ours by name, and only those whose
+// run (the pid in the name) no longer exists.
+func sweepStale(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var swept []string
+	var errs []error
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), namePrefix)
+		pidText, _, dash := strings.Cut(rest, "-")
+		pid, perr := strconv.Atoi(pidText)
+		if !ok || !dash || perr != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue // that run is still going
+		}
+		if _, err := removeNetns(ctx, e.Name()); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		swept = append(swept, e.Name())
+	}
+	return swept, errors.Join(errs...)
+}
