@@ -165,4 +165,3 @@ func TestFlood(t *testing.T) {
 		t.Errorf("frontend peak RSS %d KiB, want under 64 MiB", hwm)
 	}
 }
-
