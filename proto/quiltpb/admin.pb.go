@@ -28,6 +28,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RouteResult int32
+
+const (
+	RouteResult_ROUTE_RESULT_UNSPECIFIED RouteResult = 0
+	RouteResult_ROUTE_RESULT_CREATED     RouteResult = 1 // added to the kernel
+	RouteResult_ROUTE_RESULT_UNCHANGED   RouteResult = 2 // already there, or already absent
+	RouteResult_ROUTE_RESULT_MOVED       RouteResult = 3 // ours, moved to the requested interface
+	RouteResult_ROUTE_RESULT_DELETED     RouteResult = 4 // removed from the kernel
+	RouteResult_ROUTE_RESULT_FAILED      RouteResult = 5 // recorded as desired, but the helper or kernel refused: error says why; a resync retries
+)
+
+// Enum value maps for RouteResult.
+var (
+	RouteResult_name = map[int32]string{
+		0: "ROUTE_RESULT_UNSPECIFIED",
+		1: "ROUTE_RESULT_CREATED",
+		2: "ROUTE_RESULT_UNCHANGED",
+		3: "ROUTE_RESULT_MOVED",
+		4: "ROUTE_RESULT_DELETED",
+		5: "ROUTE_RESULT_FAILED",
+	}
+	RouteResult_value = map[string]int32{
+		"ROUTE_RESULT_UNSPECIFIED": 0,
+		"ROUTE_RESULT_CREATED":     1,
+		"ROUTE_RESULT_UNCHANGED":   2,
+		"ROUTE_RESULT_MOVED":       3,
+		"ROUTE_RESULT_DELETED":     4,
+		"ROUTE_RESULT_FAILED":      5,
+	}
+)
+
+func (x RouteResult) Enum() *RouteResult {
+	p := new(RouteResult)
+	*p = x
+	return p
+}
+
+func (x RouteResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RouteResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (RouteResult) Type() protoreflect.EnumType {
+	return &file_admin_proto_enumTypes[0]
+}
+
+func (x RouteResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RouteResult.Descriptor instead.
+func (RouteResult) EnumDescriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type RouteState int32
 
 const (
@@ -70,11 +128,11 @@ func (x RouteState) String() string {
 }
 
 func (RouteState) Descriptor() protoreflect.EnumDescriptor {
-	return file_admin_proto_enumTypes[0].Descriptor()
+	return file_admin_proto_enumTypes[1].Descriptor()
 }
 
 func (RouteState) Type() protoreflect.EnumType {
-	return &file_admin_proto_enumTypes[0]
+	return &file_admin_proto_enumTypes[1]
 }
 
 func (x RouteState) Number() protoreflect.EnumNumber {
@@ -83,7 +141,261 @@ func (x RouteState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RouteState.Descriptor instead.
 func (RouteState) EnumDescriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{1}
+}
+
+// One route change: an add (InjectRoute) when via_interface is set, a
+// removal (RemoveRoute) when it is empty.
+type RouteChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	ViaInterface  string                 `protobuf:"bytes,2,opt,name=via_interface,json=viaInterface,proto3" json:"via_interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteChange) Reset() {
+	*x = RouteChange{}
+	mi := &file_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteChange) ProtoMessage() {}
+
+func (x *RouteChange) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteChange.ProtoReflect.Descriptor instead.
+func (*RouteChange) Descriptor() ([]byte, []int) {
 	return file_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RouteChange) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *RouteChange) GetViaInterface() string {
+	if x != nil {
+		return x.ViaInterface
+	}
+	return ""
+}
+
+type ApplyRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*RouteChange         `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"` // at most 256 per message
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRoutesRequest) Reset() {
+	*x = ApplyRoutesRequest{}
+	mi := &file_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRoutesRequest) ProtoMessage() {}
+
+func (x *ApplyRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ApplyRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApplyRoutesRequest) GetChanges() []*RouteChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type SyncRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*RouteChange         `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"` // via_interface required; at most 256 per message
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRoutesRequest) Reset() {
+	*x = SyncRoutesRequest{}
+	mi := &file_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRoutesRequest) ProtoMessage() {}
+
+func (x *SyncRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRoutesRequest.ProtoReflect.Descriptor instead.
+func (*SyncRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SyncRoutesRequest) GetRoutes() []*RouteChange {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type RouteChangeResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Destination   string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	Result        RouteResult            `protobuf:"varint,2,opt,name=result,proto3,enum=quilt.RouteResult" json:"result,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // only for FAILED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteChangeResult) Reset() {
+	*x = RouteChangeResult{}
+	mi := &file_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteChangeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteChangeResult) ProtoMessage() {}
+
+func (x *RouteChangeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteChangeResult.ProtoReflect.Descriptor instead.
+func (*RouteChangeResult) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RouteChangeResult) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *RouteChangeResult) GetResult() RouteResult {
+	if x != nil {
+		return x.Result
+	}
+	return RouteResult_ROUTE_RESULT_UNSPECIFIED
+}
+
+func (x *RouteChangeResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ApplyRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*RouteChangeResult   `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // in request order (SyncRoutes: the set's order, then removals)
+	Failed        int32                  `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`  // results that are FAILED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyRoutesResponse) Reset() {
+	*x = ApplyRoutesResponse{}
+	mi := &file_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyRoutesResponse) ProtoMessage() {}
+
+func (x *ApplyRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ApplyRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ApplyRoutesResponse) GetResults() []*RouteChangeResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ApplyRoutesResponse) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
 }
 
 type AllocateIPRequest struct {
@@ -95,7 +407,7 @@ type AllocateIPRequest struct {
 
 func (x *AllocateIPRequest) Reset() {
 	*x = AllocateIPRequest{}
-	mi := &file_admin_proto_msgTypes[0]
+	mi := &file_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +419,7 @@ func (x *AllocateIPRequest) String() string {
 func (*AllocateIPRequest) ProtoMessage() {}
 
 func (x *AllocateIPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[0]
+	mi := &file_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +432,7 @@ func (x *AllocateIPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateIPRequest.ProtoReflect.Descriptor instead.
 func (*AllocateIPRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AllocateIPRequest) GetContainerId() string {
@@ -143,7 +455,7 @@ type AllocateIPResponse struct {
 
 func (x *AllocateIPResponse) Reset() {
 	*x = AllocateIPResponse{}
-	mi := &file_admin_proto_msgTypes[1]
+	mi := &file_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +467,7 @@ func (x *AllocateIPResponse) String() string {
 func (*AllocateIPResponse) ProtoMessage() {}
 
 func (x *AllocateIPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[1]
+	mi := &file_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +480,7 @@ func (x *AllocateIPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateIPResponse.ProtoReflect.Descriptor instead.
 func (*AllocateIPResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AllocateIPResponse) GetIp() string {
@@ -215,7 +527,7 @@ type ReleaseIPRequest struct {
 
 func (x *ReleaseIPRequest) Reset() {
 	*x = ReleaseIPRequest{}
-	mi := &file_admin_proto_msgTypes[2]
+	mi := &file_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +539,7 @@ func (x *ReleaseIPRequest) String() string {
 func (*ReleaseIPRequest) ProtoMessage() {}
 
 func (x *ReleaseIPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[2]
+	mi := &file_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +552,7 @@ func (x *ReleaseIPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseIPRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseIPRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReleaseIPRequest) GetContainerId() string {
@@ -260,7 +572,7 @@ type ReleaseIPResponse struct {
 
 func (x *ReleaseIPResponse) Reset() {
 	*x = ReleaseIPResponse{}
-	mi := &file_admin_proto_msgTypes[3]
+	mi := &file_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +584,7 @@ func (x *ReleaseIPResponse) String() string {
 func (*ReleaseIPResponse) ProtoMessage() {}
 
 func (x *ReleaseIPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[3]
+	mi := &file_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +597,7 @@ func (x *ReleaseIPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseIPResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseIPResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReleaseIPResponse) GetReleased() bool {
@@ -310,7 +622,7 @@ type ListAllocationsRequest struct {
 
 func (x *ListAllocationsRequest) Reset() {
 	*x = ListAllocationsRequest{}
-	mi := &file_admin_proto_msgTypes[4]
+	mi := &file_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +634,7 @@ func (x *ListAllocationsRequest) String() string {
 func (*ListAllocationsRequest) ProtoMessage() {}
 
 func (x *ListAllocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[4]
+	mi := &file_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +647,7 @@ func (x *ListAllocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAllocationsRequest.ProtoReflect.Descriptor instead.
 func (*ListAllocationsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type Allocation struct {
@@ -348,7 +660,7 @@ type Allocation struct {
 
 func (x *Allocation) Reset() {
 	*x = Allocation{}
-	mi := &file_admin_proto_msgTypes[5]
+	mi := &file_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +672,7 @@ func (x *Allocation) String() string {
 func (*Allocation) ProtoMessage() {}
 
 func (x *Allocation) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[5]
+	mi := &file_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +685,7 @@ func (x *Allocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Allocation.ProtoReflect.Descriptor instead.
 func (*Allocation) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Allocation) GetContainerId() string {
@@ -403,7 +715,7 @@ type ListAllocationsResponse struct {
 
 func (x *ListAllocationsResponse) Reset() {
 	*x = ListAllocationsResponse{}
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +727,7 @@ func (x *ListAllocationsResponse) String() string {
 func (*ListAllocationsResponse) ProtoMessage() {}
 
 func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +740,7 @@ func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListAllocationsResponse) GetSubnet() string {
@@ -474,7 +786,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +798,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +811,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type RouteStatus struct {
@@ -515,7 +827,7 @@ type RouteStatus struct {
 
 func (x *RouteStatus) Reset() {
 	*x = RouteStatus{}
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +839,7 @@ func (x *RouteStatus) String() string {
 func (*RouteStatus) ProtoMessage() {}
 
 func (x *RouteStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +852,7 @@ func (x *RouteStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteStatus.ProtoReflect.Descriptor instead.
 func (*RouteStatus) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RouteStatus) GetDestination() string {
@@ -589,7 +901,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +913,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +926,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*RouteStatus {
@@ -646,7 +958,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +970,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +983,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ResyncStatus struct {
@@ -691,7 +1003,7 @@ type ResyncStatus struct {
 
 func (x *ResyncStatus) Reset() {
 	*x = ResyncStatus{}
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +1015,7 @@ func (x *ResyncStatus) String() string {
 func (*ResyncStatus) ProtoMessage() {}
 
 func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +1028,7 @@ func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncStatus.ProtoReflect.Descriptor instead.
 func (*ResyncStatus) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResyncStatus) GetTime() string {
@@ -802,7 +1114,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1126,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1139,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetStatusResponse) GetVersion() string {
@@ -918,7 +1230,21 @@ var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
 	"\n" +
-	"\vadmin.proto\x12\x05quilt\"6\n" +
+	"\vadmin.proto\x12\x05quilt\"T\n" +
+	"\vRouteChange\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12#\n" +
+	"\rvia_interface\x18\x02 \x01(\tR\fviaInterface\"B\n" +
+	"\x12ApplyRoutesRequest\x12,\n" +
+	"\achanges\x18\x01 \x03(\v2\x12.quilt.RouteChangeR\achanges\"?\n" +
+	"\x11SyncRoutesRequest\x12*\n" +
+	"\x06routes\x18\x01 \x03(\v2\x12.quilt.RouteChangeR\x06routes\"w\n" +
+	"\x11RouteChangeResult\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12*\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x12.quilt.RouteResultR\x06result\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"a\n" +
+	"\x13ApplyRoutesResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.quilt.RouteChangeResultR\aresults\x12\x16\n" +
+	"\x06failed\x18\x02 \x01(\x05R\x06failed\"6\n" +
 	"\x11AllocateIPRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x97\x01\n" +
 	"\x12AllocateIPResponse\x12\x0e\n" +
@@ -981,7 +1307,14 @@ const file_admin_proto_rawDesc = "" +
 	" \x01(\v2\x13.quilt.ResyncStatusR\n" +
 	"lastResync\x12\x1b\n" +
 	"\tstate_dir\x18\v \x01(\tR\bstateDir\x126\n" +
-	"\x17resync_interval_seconds\x18\f \x01(\x01R\x15resyncIntervalSeconds*\xa7\x01\n" +
+	"\x17resync_interval_seconds\x18\f \x01(\x01R\x15resyncIntervalSeconds*\xac\x01\n" +
+	"\vRouteResult\x12\x1c\n" +
+	"\x18ROUTE_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ROUTE_RESULT_CREATED\x10\x01\x12\x1a\n" +
+	"\x16ROUTE_RESULT_UNCHANGED\x10\x02\x12\x16\n" +
+	"\x12ROUTE_RESULT_MOVED\x10\x03\x12\x18\n" +
+	"\x14ROUTE_RESULT_DELETED\x10\x04\x12\x17\n" +
+	"\x13ROUTE_RESULT_FAILED\x10\x05*\xa7\x01\n" +
 	"\n" +
 	"RouteState\x12\x1b\n" +
 	"\x17ROUTE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -989,7 +1322,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x13ROUTE_STATE_MISSING\x10\x02\x12\x19\n" +
 	"\x15ROUTE_STATE_MISROUTED\x10\x03\x12\x15\n" +
 	"\x11ROUTE_STATE_STRAY\x10\x04\x12\x18\n" +
-	"\x14ROUTE_STATE_CONFLICT\x10\x052\xe4\x02\n" +
+	"\x14ROUTE_STATE_CONFLICT\x10\x052\xf2\x03\n" +
 	"\n" +
 	"QuiltAdmin\x12A\n" +
 	"\n" +
@@ -998,7 +1331,10 @@ const file_admin_proto_rawDesc = "" +
 	"\x0fListAllocations\x12\x1d.quilt.ListAllocationsRequest\x1a\x1e.quilt.ListAllocationsResponse\x12A\n" +
 	"\n" +
 	"ListRoutes\x12\x18.quilt.ListRoutesRequest\x1a\x19.quilt.ListRoutesResponse\x12>\n" +
-	"\tGetStatus\x12\x17.quilt.GetStatusRequest\x1a\x18.quilt.GetStatusResponseB:Z8github.com/quiltmesh/quilt-runtime/proto/quiltpb;quiltpbb\x06proto3"
+	"\tGetStatus\x12\x17.quilt.GetStatusRequest\x1a\x18.quilt.GetStatusResponse\x12F\n" +
+	"\vApplyRoutes\x12\x19.quilt.ApplyRoutesRequest\x1a\x1a.quilt.ApplyRoutesResponse(\x01\x12D\n" +
+	"\n" +
+	"SyncRoutes\x12\x18.quilt.SyncRoutesRequest\x1a\x1a.quilt.ApplyRoutesResponse(\x01B:Z8github.com/quiltmesh/quilt-runtime/proto/quiltpb;quiltpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -1012,44 +1348,58 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_admin_proto_goTypes = []any{
-	(RouteState)(0),                 // 0: quilt.RouteState
-	(*AllocateIPRequest)(nil),       // 1: quilt.AllocateIPRequest
-	(*AllocateIPResponse)(nil),      // 2: quilt.AllocateIPResponse
-	(*ReleaseIPRequest)(nil),        // 3: quilt.ReleaseIPRequest
-	(*ReleaseIPResponse)(nil),       // 4: quilt.ReleaseIPResponse
-	(*ListAllocationsRequest)(nil),  // 5: quilt.ListAllocationsRequest
-	(*Allocation)(nil),              // 6: quilt.Allocation
-	(*ListAllocationsResponse)(nil), // 7: quilt.ListAllocationsResponse
-	(*ListRoutesRequest)(nil),       // 8: quilt.ListRoutesRequest
-	(*RouteStatus)(nil),             // 9: quilt.RouteStatus
-	(*ListRoutesResponse)(nil),      // 10: quilt.ListRoutesResponse
-	(*GetStatusRequest)(nil),        // 11: quilt.GetStatusRequest
-	(*ResyncStatus)(nil),            // 12: quilt.ResyncStatus
-	(*GetStatusResponse)(nil),       // 13: quilt.GetStatusResponse
+	(RouteResult)(0),                // 0: quilt.RouteResult
+	(RouteState)(0),                 // 1: quilt.RouteState
+	(*RouteChange)(nil),             // 2: quilt.RouteChange
+	(*ApplyRoutesRequest)(nil),      // 3: quilt.ApplyRoutesRequest
+	(*SyncRoutesRequest)(nil),       // 4: quilt.SyncRoutesRequest
+	(*RouteChangeResult)(nil),       // 5: quilt.RouteChangeResult
+	(*ApplyRoutesResponse)(nil),     // 6: quilt.ApplyRoutesResponse
+	(*AllocateIPRequest)(nil),       // 7: quilt.AllocateIPRequest
+	(*AllocateIPResponse)(nil),      // 8: quilt.AllocateIPResponse
+	(*ReleaseIPRequest)(nil),        // 9: quilt.ReleaseIPRequest
+	(*ReleaseIPResponse)(nil),       // 10: quilt.ReleaseIPResponse
+	(*ListAllocationsRequest)(nil),  // 11: quilt.ListAllocationsRequest
+	(*Allocation)(nil),              // 12: quilt.Allocation
+	(*ListAllocationsResponse)(nil), // 13: quilt.ListAllocationsResponse
+	(*ListRoutesRequest)(nil),       // 14: quilt.ListRoutesRequest
+	(*RouteStatus)(nil),             // 15: quilt.RouteStatus
+	(*ListRoutesResponse)(nil),      // 16: quilt.ListRoutesResponse
+	(*GetStatusRequest)(nil),        // 17: quilt.GetStatusRequest
+	(*ResyncStatus)(nil),            // 18: quilt.ResyncStatus
+	(*GetStatusResponse)(nil),       // 19: quilt.GetStatusResponse
 }
 var file_admin_proto_depIdxs = []int32{
-	6,  // 0: quilt.ListAllocationsResponse.allocations:type_name -> quilt.Allocation
-	0,  // 1: quilt.RouteStatus.state:type_name -> quilt.RouteState
-	9,  // 2: quilt.ListRoutesResponse.routes:type_name -> quilt.RouteStatus
-	12, // 3: quilt.GetStatusResponse.last_resync:type_name -> quilt.ResyncStatus
-	1,  // 4: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
-	3,  // 5: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
-	5,  // 6: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
-	8,  // 7: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
-	11, // 8: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
-	2,  // 9: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
-	4,  // 10: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
-	7,  // 11: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
-	10, // 12: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
-	13, // 13: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 0: quilt.ApplyRoutesRequest.changes:type_name -> quilt.RouteChange
+	2,  // 1: quilt.SyncRoutesRequest.routes:type_name -> quilt.RouteChange
+	0,  // 2: quilt.RouteChangeResult.result:type_name -> quilt.RouteResult
+	5,  // 3: quilt.ApplyRoutesResponse.results:type_name -> quilt.RouteChangeResult
+	12, // 4: quilt.ListAllocationsResponse.allocations:type_name -> quilt.Allocation
+	1,  // 5: quilt.RouteStatus.state:type_name -> quilt.RouteState
+	15, // 6: quilt.ListRoutesResponse.routes:type_name -> quilt.RouteStatus
+	18, // 7: quilt.GetStatusResponse.last_resync:type_name -> quilt.ResyncStatus
+	7,  // 8: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
+	9,  // 9: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
+	11, // 10: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
+	14, // 11: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
+	17, // 12: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
+	3,  // 13: quilt.QuiltAdmin.ApplyRoutes:input_type -> quilt.ApplyRoutesRequest
+	4,  // 14: quilt.QuiltAdmin.SyncRoutes:input_type -> quilt.SyncRoutesRequest
+	8,  // 15: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
+	10, // 16: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
+	13, // 17: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
+	16, // 18: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
+	19, // 19: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
+	6,  // 20: quilt.QuiltAdmin.ApplyRoutes:output_type -> quilt.ApplyRoutesResponse
+	6,  // 21: quilt.QuiltAdmin.SyncRoutes:output_type -> quilt.ApplyRoutesResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -1062,8 +1412,8 @@ func file_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	QuiltAdmin_ListAllocations_FullMethodName = "/quilt.QuiltAdmin/ListAllocations"
 	QuiltAdmin_ListRoutes_FullMethodName      = "/quilt.QuiltAdmin/ListRoutes"
 	QuiltAdmin_GetStatus_FullMethodName       = "/quilt.QuiltAdmin/GetStatus"
+	QuiltAdmin_ApplyRoutes_FullMethodName     = "/quilt.QuiltAdmin/ApplyRoutes"
+	QuiltAdmin_SyncRoutes_FullMethodName      = "/quilt.QuiltAdmin/SyncRoutes"
 )
 
 // QuiltAdminClient is the client API for QuiltAdmin service.
@@ -49,6 +51,15 @@ type QuiltAdminClient interface {
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
 	// The node's state in one answer.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// Applies many route changes in one call: the client streams them, at
+	// most 256 per message, and gets one result per change, in order, once
+	// all are applied. Every change is validated before any is applied; a
+	// stream with an invalid change applies nothing (InvalidArgument).
+	ApplyRoutes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ApplyRoutesRequest, ApplyRoutesResponse], error)
+	// Declares the complete set of peer routes: the frontend adds what is
+	// missing, moves what points elsewhere and removes desired routes not in
+	// the set. Streamed like ApplyRoutes; results name every route touched.
+	SyncRoutes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SyncRoutesRequest, ApplyRoutesResponse], error)
 }
 
 type quiltAdminClient struct {
@@ -109,6 +120,32 @@ func (c *quiltAdminClient) GetStatus(ctx context.Context, in *GetStatusRequest, 
 	return out, nil
 }
 
+func (c *quiltAdminClient) ApplyRoutes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ApplyRoutesRequest, ApplyRoutesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QuiltAdmin_ServiceDesc.Streams[0], QuiltAdmin_ApplyRoutes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ApplyRoutesRequest, ApplyRoutesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QuiltAdmin_ApplyRoutesClient = grpc.ClientStreamingClient[ApplyRoutesRequest, ApplyRoutesResponse]
+
+func (c *quiltAdminClient) SyncRoutes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SyncRoutesRequest, ApplyRoutesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QuiltAdmin_ServiceDesc.Streams[1], QuiltAdmin_SyncRoutes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SyncRoutesRequest, ApplyRoutesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QuiltAdmin_SyncRoutesClient = grpc.ClientStreamingClient[SyncRoutesRequest, ApplyRoutesResponse]
+
 // QuiltAdminServer is the server API for QuiltAdmin service.
 // All implementations must embed UnimplementedQuiltAdminServer
 // for forward compatibility.
@@ -125,6 +162,15 @@ type QuiltAdminServer interface {
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
 	// The node's state in one answer.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// Applies many route changes in one call: the client streams them, at
+	// most 256 per message, and gets one result per change, in order, once
+	// all are applied. Every change is validated before any is applied; a
+	// stream with an invalid change applies nothing (InvalidArgument).
+	ApplyRoutes(grpc.ClientStreamingServer[ApplyRoutesRequest, ApplyRoutesResponse]) error
+	// Declares the complete set of peer routes: the frontend adds what is
+	// missing, moves what points elsewhere and removes desired routes not in
+	// the set. Streamed like ApplyRoutes; results name every route touched.
+	SyncRoutes(grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]) error
 	mustEmbedUnimplementedQuiltAdminServer()
 }
 
@@ -149,6 +195,12 @@ func (UnimplementedQuiltAdminServer) ListRoutes(context.Context, *ListRoutesRequ
 }
 func (UnimplementedQuiltAdminServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedQuiltAdminServer) ApplyRoutes(grpc.ClientStreamingServer[ApplyRoutesRequest, ApplyRoutesResponse]) error {
+	return status.Error(codes.Unimplemented, "method ApplyRoutes not implemented")
+}
+func (UnimplementedQuiltAdminServer) SyncRoutes(grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]) error {
+	return status.Error(codes.Unimplemented, "method SyncRoutes not implemented")
 }
 func (UnimplementedQuiltAdminServer) mustEmbedUnimplementedQuiltAdminServer() {}
 func (UnimplementedQuiltAdminServer) testEmbeddedByValue()                    {}
@@ -261,6 +313,20 @@ func _QuiltAdmin_GetStatus_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QuiltAdmin_ApplyRoutes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(QuiltAdminServer).ApplyRoutes(&grpc.GenericServerStream[ApplyRoutesRequest, ApplyRoutesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QuiltAdmin_ApplyRoutesServer = grpc.ClientStreamingServer[ApplyRoutesRequest, ApplyRoutesResponse]
+
+func _QuiltAdmin_SyncRoutes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(QuiltAdminServer).SyncRoutes(&grpc.GenericServerStream[SyncRoutesRequest, ApplyRoutesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QuiltAdmin_SyncRoutesServer = grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]
+
 // QuiltAdmin_ServiceDesc is the grpc.ServiceDesc for QuiltAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +355,17 @@ var QuiltAdmin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _QuiltAdmin_GetStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ApplyRoutes",
+			Handler:       _QuiltAdmin_ApplyRoutes_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SyncRoutes",
+			Handler:       _QuiltAdmin_SyncRoutes_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "admin.proto",
 }
