@@ -40,11 +40,17 @@ test: fmt-check vet
 proto:
 	bash proto/gen.sh
 
-# Runs each fuzz target for FUZZTIME.
+# Runs each fuzz target for FUZZTIME (CI: a few seconds each). `make test`
+# runs every seed corpus (testdata/fuzz) as ordinary tests.
+FUZZ_TARGETS := ./shared/wire:FuzzDecode ./helper:FuzzRouteReplies \
+	./frontend:FuzzParseDestination ./frontend:FuzzParseInterface \
+	./frontend/ipam:FuzzCheckID ./frontend/internal/quote:FuzzValue \
+	./frontend/state:FuzzLoad
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./shared/wire
-	$(GO) test -run '^$$' -fuzz '^FuzzParseDestination$$' -fuzztime $(FUZZTIME) ./frontend
-	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./frontend/state
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
 
 # The .deb (packaging/nfpm.yaml) in $(DIST), built by nfpm through the Go
 # toolchain at a pinned version. PKG_VERSION is the Debian version: the
