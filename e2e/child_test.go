@@ -49,13 +49,14 @@ func child(mode string) int {
 	case "netlink-add":
 		// Without CAP_NET_ADMIN the kernel itself must refuse a route add.
 		dst, ifname, _ := strings.Cut(arg, ":")
-		r, err := helper.OpenRoutes(unix.RT_TABLE_MAIN, 81)
+		r, err := helper.OpenRoutes()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "open:", err)
 			return childFailed
 		}
-		_, err = r.Add(netip.MustParsePrefix(dst), ifname)
-		if errors.Is(err, unix.EPERM) {
+		errs := []error{nil}
+		r.Apply([]wire.Record{{Op: wire.OpAdd, Dst: netip.MustParsePrefix(dst), Ifname: ifname}}, errs)
+		if err = errs[0]; errors.Is(err, unix.EPERM) {
 			return childOK
 		}
 		fmt.Fprintln(os.Stderr, "want EPERM, got:", err)

@@ -195,7 +195,7 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 // capability, the way the systemd unit starts the helper.
 func onlyNetAdmin(uid int) []string {
 	return []string{"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
-		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--"}
+		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"}
 }
 
 // unprivileged runs a command as uid with no capabilities at all.
@@ -243,27 +243,32 @@ func dialHelper(t *testing.T, sock string) *net.UnixConn {
 	return c
 }
 
-// exchange sends raw bytes and returns the records read until one that
-// ends the answer (anything but a list entry), or io.EOF if the helper
-// closed the connection.
+// exchange sends raw bytes and returns the records read until a message
+// whose last record ends the answer (anything but a list entry), or io.EOF
+// if the helper closed the connection.
 func exchange(c *net.UnixConn, msg []byte) ([]wire.Record, error) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(msg); err != nil {
 		return nil, err
 	}
 	var recs []wire.Record
-	buf := make([]byte, wire.Size+1)
+	buf := make([]byte, wire.MaxBatch*wire.Size+1)
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
 			return recs, err
 		}
-		r, err := wire.Decode(buf[:n])
-		if err != nil {
-			return recs, fmt.Errorf("helper sent a bad record: %w", err)
+		if n == 0 || n%wire.Size != 0 {
+			return recs, fmt.Errorf("helper sent a message of %d bytes", n)
 		}
-		recs = append(recs, r)
-		if r.Result != wire.ResultRoute {
+		for off := 0; off < n; off += wire.Size {
+			r, err := wire.Decode(buf[off : off+wire.Size])
+			if err != nil {
+				return recs, fmt.Errorf("helper sent a bad record: %w", err)
+			}
+			recs = append(recs, r)
+		}
+		if recs[len(recs)-1].Result != wire.ResultRoute {
 			return recs, nil
 		}
 	}

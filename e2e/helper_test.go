@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -239,26 +240,40 @@ func TestHelperPeerCredentials(t *testing.T) {
 	})
 }
 
-// TestHelperCapabilities: the helper keeps CAP_NET_ADMIN alone on every
-// thread with no_new_privs; it refuses to start without CAP_NET_ADMIN; and
+// TestHelperCapabilities: the helper runs only with CAP_NET_ADMIN as its
+// one capability, as a user other than root, with no_new_privs, on every
+// thread; started any other way it refuses, and says what it found; and
 // without that capability the kernel answers a route add with EPERM.
 func TestHelperCapabilities(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 
-	// Started as full root with --user: drops to nobody and CAP_NET_ADMIN.
-	sock := filepath.Join(socketDir(t, 0), "root.sock")
-	h := start(t, ns, nil, filepath.Join(binDir, "quilt-route-helper"), "--socket", sock, "--allow-uid", "0", "--user", "nobody")
-	waitFor(t, h, func() bool { _, err := os.Stat(sock); return err == nil })
+	// Started with only CAP_NET_ADMIN (the systemd way).
+	h, sock := startHelper(t, ns, 0)
 	c := dialHelper(t, sock)
-	// An answer means Serve runs, which starts only after the drop.
 	want(t, call(t, c, wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
 	checkProcStatus(t, h.cmd.Process.Pid, nobody)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 
-	// Started with only CAP_NET_ADMIN (the systemd way).
-	h2, sock2 := startHelper(t, ns, 0)
-	want(t, call(t, dialHelper(t, sock2), wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
-	checkProcStatus(t, h2.cmd.Process.Pid, nobody)
+	// Any more than that fails closed: full root; root's uid with only
+	// CAP_NET_ADMIN; another capability beside it; no no_new_privs.
+	bin := filepath.Join(binDir, "quilt-route-helper")
+	for name, setpriv := range map[string][]string{
+		"full root":          nil,
+		"uid 0":              {"setpriv", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"},
+		"gid 0":              {"setpriv", "--reuid=65534", "--regid=0", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"},
+		"CAP_NET_RAW beside": {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw", "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs", "--"},
+		"bounding set wider": {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin,+sys_admin", "--no-new-privs", "--"},
+		"no no_new_privs":    {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--"},
+	} {
+		sock := filepath.Join(socketDir(t, nobody), "refused.sock")
+		p := start(t, ns, setpriv, bin, "--socket", sock, "--allow-uid", "0")
+		if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "CAP_NET_ADMIN is required, as the only capability") || !strings.Contains(p.Output(), "CapBnd") {
+			t.Errorf("%s: exit %v, output %q", name, err, p.Output())
+		}
+		if _, err := os.Stat(sock); err == nil {
+			t.Errorf("%s: the socket was made before the check", name)
+		}
+	}
 
 	// Without CAP_NET_ADMIN: refuses to start, and says why.
 	p := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-route-helper"), "--socket", filepath.Join(socketDir(t, nobody), "x.sock"), "--allow-uid", "0")
@@ -290,8 +305,8 @@ func checkProcStatus(t *testing.T, pid, uid int) {
 		}
 		status := string(b)
 		for line, exp := range map[string]string{
-			"Uid": fmt.Sprintf("%d\t%d\t%d\t%d", uid, uid, uid, uid), "CapInh": "0000000000000000",
-			"CapPrm": netAdmin, "CapEff": netAdmin, "CapBnd": netAdmin, "CapAmb": "0000000000000000", "NoNewPrivs": "1",
+			"Uid": fmt.Sprintf("%d\t%d\t%d\t%d", uid, uid, uid, uid), "CapInh": netAdmin,
+			"CapPrm": netAdmin, "CapEff": netAdmin, "CapBnd": netAdmin, "CapAmb": netAdmin, "NoNewPrivs": "1",
 		} {
 			if !strings.Contains(status, "\n"+line+":\t"+exp+"\n") {
 				t.Errorf("%s: want %s:\t%s in\n%s", f, line, exp, status)
@@ -342,4 +357,81 @@ func TestHelperSocketActivation(t *testing.T) {
 	if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "SOCK_SEQPACKET") {
 		t.Fatalf("stream socket: exit %v, output %q", err, p.Output())
 	}
+}
+
+// TestHelperBatch: one message of 256 requests, valid and not, against the
+// real kernel: each answered in its place, in one message; a list of more
+// than 256 routes comes in several messages; 257 records break framing.
+func TestHelperBatch(t *testing.T) {
+	ns := newNetns(t, "vxlan100")
+	_, sock := startHelper(t, ns, os.Getuid(), "--cluster-cidr", "10.40.0.0/14")
+	c := dialHelper(t, sock)
+	run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
+	at := func(b, c byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, c, 0}), 24) }
+	for i := range 6 { // ours before the batch, for its deletes
+		want(t, call(t, c, wire.Record{Op: wire.OpAdd, Tag: 1, Dst: at(41, byte(i)), Ifname: "vxlan100"}), wire.StatusOK, wire.ResultCreated)
+	}
+	before := routes(t, ns, "proto", "static")
+	var msg []byte
+	var reqs []wire.Record
+	for i := range wire.MaxBatch {
+		r := wire.Record{Op: wire.OpAdd, Tag: uint32(1000 + i), Dst: at(40, byte(i)), Ifname: "vxlan100"}
+		switch {
+		case i == 200:
+			r.Dst = netip.MustParsePrefix("10.44.0.0/24") // outside the cluster
+		case i == 201:
+			r.Ifname = "eth0" // not allowed
+		case i >= 250:
+			r = wire.Record{Op: wire.OpDelete, Tag: uint32(1000 + i), Dst: at(41, byte(i-250))}
+		}
+		reqs, msg = append(reqs, r), r.Append(msg)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, wire.MaxBatch*wire.Size+1)
+	n, err := c.Read(buf)
+	if err != nil || n != wire.MaxBatch*wire.Size {
+		t.Fatalf("answer: %d bytes, %v; want one message of %d records", n, err, wire.MaxBatch)
+	}
+	for i, req := range reqs {
+		got, err := wire.Decode(buf[i*wire.Size : (i+1)*wire.Size])
+		st, res := wire.StatusOK, map[bool]wire.Result{true: wire.ResultCreated, false: wire.ResultDeleted}[req.Op == wire.OpAdd]
+		switch i {
+		case 7:
+			st, res = wire.StatusConflict, 0
+		case 200:
+			st, res = wire.StatusOutsideCluster, 0
+		case 201:
+			st, res = wire.StatusIfaceDenied, 0
+		}
+		if err != nil || got.Tag != req.Tag || got.Status != st || got.Result != res {
+			t.Errorf("record %d (%v %v): %+v %v; want status %v result %v", i, req.Op, req.Dst, got, err, st, res)
+		}
+	}
+	if got := strings.Count(routes(t, ns, "proto", "81"), "\n"); got != 250-3 {
+		t.Errorf("%d routes of ours after the batch, want 247", got)
+	}
+	if after := routes(t, ns, "proto", "static"); after != before {
+		t.Errorf("the foreign route changed: %q, was %q", after, before)
+	}
+	// More than 256 routes of ours: the list comes in several messages.
+	var more []byte
+	for i := range 60 {
+		more = wire.Record{Op: wire.OpAdd, Tag: 9, Dst: at(42, byte(i)), Ifname: "vxlan100"}.Append(more)
+	}
+	if recs, err := exchange(c, more); err != nil || len(recs) != 60 {
+		t.Fatalf("60 more: %d answers, %v", len(recs), err)
+	}
+	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Encode())
+	if err != nil || len(recs) != 307+1 || recs[307].Result != wire.ResultDone {
+		t.Fatalf("list: %d records (want 307 routes and done), %v", len(recs), err)
+	}
+	// 257 records: framing broken, answered bad-size, closed.
+	recs, err = exchange(c, append(msg, msg[:wire.Size]...))
+	if err != nil || len(recs) != 1 || recs[0].Status != wire.StatusBadSize {
+		t.Fatalf("257 records: %+v %v", recs, err)
+	}
+	assertClosed(t, c)
 }

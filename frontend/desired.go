@@ -42,6 +42,19 @@ func (d *Desired) Lock(dst netip.Prefix) (unlock func()) {
 	return m.Unlock
 }
 
+// LockAll takes every destination's lock, in order, and returns the
+// unlock: for changes to many routes at once.
+func (d *Desired) LockAll() (unlock func()) {
+	for i := range d.stripes {
+		d.stripes[i].Lock()
+	}
+	return func() {
+		for i := range d.stripes {
+			d.stripes[i].Unlock()
+		}
+	}
+}
+
 // Get returns the interface dst should go via, if it is desired.
 func (d *Desired) Get(dst netip.Prefix) (string, bool) {
 	d.mu.RLock()
@@ -77,6 +90,33 @@ func (d *Desired) Set(dst netip.Prefix, ifname string) (changed bool, err error)
 	d.routes[dst] = ifname
 	d.mu.Unlock()
 	return true, nil
+}
+
+// SetMany records many changes (an empty Ifname: not routed) in one
+// transaction; the caller holds every lock.
+func (d *Desired) SetMany(changes []Change) error {
+	var rc []state.RouteChange
+	for _, c := range changes {
+		if cur, ok := d.Get(c.Dst); c.Ifname == "" && ok || c.Ifname != "" && cur != c.Ifname {
+			rc = append(rc, state.RouteChange{Dst: c.Dst, Ifname: c.Ifname})
+		}
+	}
+	if len(rc) == 0 {
+		return nil
+	}
+	if err := d.store.ChangeRoutes(rc...); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range rc {
+		if c.Ifname == "" {
+			delete(d.routes, c.Dst)
+		} else {
+			d.routes[c.Dst] = c.Ifname
+		}
+	}
+	return nil
 }
 
 // Delete records that dst should not be routed; the caller holds dst's

@@ -17,7 +17,8 @@
 //
 // Knobs: Config (listen addresses, TLS, the helper socket and its request
 // timeout, the route policy, the state dir, IPAM offsets, the resync
-// interval, the metrics address). gRPC limits: 16 KiB messages, 64
-// concurrent streams per connection, keepalive pings no more often than
-// every 10s. Logs go to the injected *slog.Logger.
+// interval, the metrics address, the connection limit). gRPC limits:
+// MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
+// every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
+// Logs go to the injected *slog.Logger.
 package frontend

@@ -25,20 +25,27 @@ type Route struct {
 	Ifname string
 }
 
+// Change is one route change for the helper: an add (route Dst via
+// Ifname) when Ifname is set, else a delete (our route to Dst).
+type Change struct {
+	Dst    netip.Prefix
+	Ifname string
+}
+
 // RouteHelper is what the service needs from the privileged helper.
 type RouteHelper interface {
 	Hello(ctx context.Context) error
-	Add(ctx context.Context, dst netip.Prefix, ifname string) (wire.Result, error)
-	Delete(ctx context.Context, dst netip.Prefix) (wire.Result, error)
+	// Apply carries out changes and returns each one's result and error.
+	Apply(ctx context.Context, changes []Change) ([]wire.Result, []error)
 	List(ctx context.Context) ([]Route, error)
 }
 
 // HelperClient speaks shared/wire to the helper over one Unix
-// SOCK_SEQPACKET connection, one request at a time. A broken connection is
-// re-dialled on the next request, no sooner than the backoff allows.
+// SOCK_SEQPACKET connection, one call at a time. A broken connection is
+// re-dialled on the next call, no sooner than the backoff allows.
 type HelperClient struct {
 	Path    string
-	Timeout time.Duration // deadline of each request
+	Timeout time.Duration // deadline of each message's answer
 
 	mu      sync.Mutex
 	conn    *net.UnixConn
@@ -46,6 +53,7 @@ type HelperClient struct {
 	backoff time.Duration
 	retry   time.Time // no dial before this
 	lastErr error
+	buf     []byte
 }
 
 // Backoff between dials after a failure: doubling from min to max.
@@ -54,41 +62,135 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
+// window is how many messages of a batch may await their answers at once:
+// enough to keep the helper busy, few enough that neither side's socket
+// buffer fills while the other waits.
+const window = 4
+
 // Hello checks the helper answers and speaks our protocol version.
 func (h *HelperClient) Hello(ctx context.Context) error {
-	_, err := h.do(ctx, wire.Record{Op: wire.OpHello})
-	return err
+	_, errs := h.do(ctx, []wire.Record{{Op: wire.OpHello}})
+	return errs[0]
 }
 
 // Add asks the helper to route dst via ifname.
 func (h *HelperClient) Add(ctx context.Context, dst netip.Prefix, ifname string) (wire.Result, error) {
-	recs, err := h.do(ctx, wire.Record{Op: wire.OpAdd, Dst: dst, Ifname: ifname})
-	return last(recs), err
+	res, errs := h.Apply(ctx, []Change{{dst, ifname}})
+	return res[0], errs[0]
 }
 
 // Delete asks the helper to remove our route to dst.
 func (h *HelperClient) Delete(ctx context.Context, dst netip.Prefix) (wire.Result, error) {
-	recs, err := h.do(ctx, wire.Record{Op: wire.OpDelete, Dst: dst})
-	return last(recs), err
+	res, errs := h.Apply(ctx, []Change{{Dst: dst}})
+	return res[0], errs[0]
+}
+
+// Apply sends the changes wire.MaxBatch to a message, up to window
+// messages ahead of their answers.
+func (h *HelperClient) Apply(ctx context.Context, changes []Change) ([]wire.Result, []error) {
+	reqs := make([]wire.Record, len(changes))
+	for i, c := range changes {
+		reqs[i] = wire.Record{Op: wire.OpDelete, Dst: c.Dst}
+		if c.Ifname != "" {
+			reqs[i] = wire.Record{Op: wire.OpAdd, Dst: c.Dst, Ifname: c.Ifname}
+		}
+	}
+	return h.do(ctx, reqs)
 }
 
 // List returns the routes the helper reports as ours.
 func (h *HelperClient) List(ctx context.Context) ([]Route, error) {
-	recs, err := h.do(ctx, wire.Record{Op: wire.OpList})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	req := wire.Record{Op: wire.OpList, Tag: h.nextTag()}
 	var routes []Route
-	for _, r := range recs {
-		if r.Result == wire.ResultRoute {
+	err := h.connect(h.deadline(ctx))
+	if err == nil {
+		err = h.write(ctx, req.Encode())
+	}
+	for err == nil {
+		var recs []wire.Record
+		if recs, err = h.read(ctx, []wire.Record{req}, true); err != nil {
+			break
+		}
+		for _, r := range recs {
+			if r.Result != wire.ResultRoute { // the end: done, or an error
+				return routes, statusError(r)
+			}
 			routes = append(routes, Route{r.Dst, r.Ifname})
 		}
 	}
-	return routes, err
+	h.drop(err)
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-func last(recs []wire.Record) wire.Result {
-	if len(recs) == 0 {
-		return wire.ResultNone
+// do sends requests, MaxBatch to a message and up to window messages
+// ahead, and returns each one's result and error. A helper status becomes
+// an error wrapping the wire.Status (and the errno for kernel errors); any
+// transport trouble fails every request not yet answered with
+// ErrUnavailable and drops the connection.
+func (h *HelperClient) do(ctx context.Context, reqs []wire.Record) ([]wire.Result, []error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	res, errs := make([]wire.Result, len(reqs)), make([]error, len(reqs))
+	chunk := func(i int) []wire.Record { return reqs[i*wire.MaxBatch : min(len(reqs), (i+1)*wire.MaxBatch)] }
+	n, sent, got := (len(reqs)+wire.MaxBatch-1)/wire.MaxBatch, 0, 0
+	err := h.connect(h.deadline(ctx))
+	for err == nil && got < n {
+		for ; err == nil && sent < n && sent < got+window; sent++ {
+			var msg []byte
+			for i := range chunk(sent) {
+				chunk(sent)[i].Tag = h.nextTag()
+				msg = chunk(sent)[i].Append(msg)
+			}
+			err = h.write(ctx, msg)
+		}
+		var recs []wire.Record
+		if err == nil {
+			recs, err = h.read(ctx, chunk(got), false)
+		}
+		if err != nil {
+			break
+		}
+		for i, r := range recs {
+			res[got*wire.MaxBatch+i], errs[got*wire.MaxBatch+i] = r.Result, statusError(r)
+		}
+		got++
 	}
-	return recs[len(recs)-1].Result
+	if err != nil {
+		if !errors.Is(err, ErrUnavailable) {
+			h.drop(err)
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		for i := got * wire.MaxBatch; i < len(reqs); i++ {
+			errs[i] = err
+		}
+	}
+	return res, errs
+}
+
+// statusError turns a reply's status into an error: nil for ok, the
+// wire.Status, and for kernel errors the errno too.
+func statusError(r wire.Record) error {
+	switch {
+	case r.Status == wire.StatusOK:
+		return nil
+	case r.Status == wire.StatusKernel && r.Errno != 0:
+		return fmt.Errorf("%w: %w", r.Status, unix.Errno(r.Errno))
+	}
+	return r.Status
+}
+
+func (h *HelperClient) nextTag() uint32 { h.tag++; return h.tag }
+
+// deadline is the time one message may take: the timeout, or the
+// context's deadline if sooner.
+func (h *HelperClient) deadline(ctx context.Context) time.Time {
+	d := time.Now().Add(h.Timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		return cd
+	}
+	return d
 }
 
 // Close drops the connection.
@@ -97,34 +199,6 @@ func (h *HelperClient) Close() error {
 	defer h.mu.Unlock()
 	h.drop(net.ErrClosed)
 	return nil
-}
-
-// do sends one request and reads its answer: one record, or for a list
-// the route records up to the done record. A helper status becomes an
-// error wrapping the wire.Status (and the errno for kernel errors); any
-// transport trouble becomes ErrUnavailable and drops the connection.
-func (h *HelperClient) do(ctx context.Context, req wire.Record) ([]wire.Record, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	deadline := time.Now().Add(h.Timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := h.connect(deadline); err != nil {
-		return nil, err
-	}
-	recs, err := h.exchange(req, deadline)
-	if err != nil {
-		h.drop(err)
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	if st := recs[len(recs)-1].Status; st != wire.StatusOK {
-		if st == wire.StatusKernel && recs[len(recs)-1].Errno != 0 {
-			return recs, fmt.Errorf("%w: %w", st, unix.Errno(recs[len(recs)-1].Errno))
-		}
-		return recs, st
-	}
-	return recs, nil
 }
 
 // connect dials if there is no connection and the backoff allows, then
@@ -139,8 +213,12 @@ func (h *HelperClient) connect(deadline time.Time) error {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.Path, Net: "unixpacket"})
 	if err == nil {
 		h.conn = c
+		hello := wire.Record{Op: wire.OpHello, Tag: h.nextTag()}
 		var recs []wire.Record
-		if recs, err = h.exchange(wire.Record{Op: wire.OpHello}, deadline); err == nil && recs[0].Status != wire.StatusOK {
+		if err = h.write(context.Background(), hello.Encode()); err == nil {
+			recs, err = h.read(context.Background(), []wire.Record{hello}, false)
+		}
+		if err == nil && recs[0].Status != wire.StatusOK {
 			err = fmt.Errorf("hello refused: %w (the helper speaks another protocol version?)", recs[0].Status)
 		}
 	}
@@ -162,34 +240,40 @@ func (h *HelperClient) drop(err error) {
 	h.retry, h.lastErr = time.Now().Add(h.backoff), err
 }
 
-// exchange writes req with a fresh tag and reads records until the answer
-// is complete. A record with another tag is a protocol error.
-func (h *HelperClient) exchange(req wire.Record, deadline time.Time) ([]wire.Record, error) {
-	h.tag++
-	req.Tag = h.tag
-	h.conn.SetDeadline(deadline)
-	if _, err := h.conn.Write(req.Encode()); err != nil {
+// write sends one message, within the timeout.
+func (h *HelperClient) write(ctx context.Context, msg []byte) error {
+	h.conn.SetWriteDeadline(h.deadline(ctx))
+	_, err := h.conn.Write(msg)
+	return err
+}
+
+// read reads one message answering reqs: as many records, with their tags
+// and ops, or for a list (part) any number of records with its tag.
+func (h *HelperClient) read(ctx context.Context, reqs []wire.Record, part bool) ([]wire.Record, error) {
+	if h.buf == nil {
+		h.buf = make([]byte, wire.MaxBatch*wire.Size+1)
+	}
+	h.conn.SetReadDeadline(h.deadline(ctx))
+	n, err := h.conn.Read(h.buf)
+	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, wire.Size+1)
-	var recs []wire.Record
-	for {
-		n, err := h.conn.Read(buf)
-		if err != nil {
-			return nil, err
-		}
-		r, err := wire.Decode(buf[:n])
+	if n%wire.Size != 0 || n == 0 || !part && n != len(reqs)*wire.Size {
+		return nil, fmt.Errorf("malformed reply: %d bytes for %d requests", n, len(reqs))
+	}
+	recs := make([]wire.Record, n/wire.Size)
+	for i := range recs {
+		r, err := wire.Decode(h.buf[i*wire.Size : (i+1)*wire.Size])
+		want := reqs[min(i, len(reqs)-1)]
 		if err != nil {
 			return nil, fmt.Errorf("malformed reply: %w", err)
 		}
-		if r.Tag != req.Tag || r.Op != req.Op {
-			return nil, fmt.Errorf("reply for tag %d op %v, want tag %d op %v", r.Tag, r.Op, req.Tag, req.Op)
+		if r.Tag != want.Tag || r.Op != want.Op {
+			return nil, fmt.Errorf("reply for tag %d op %v, want tag %d op %v", r.Tag, r.Op, want.Tag, want.Op)
 		}
-		recs = append(recs, r)
-		if req.Op != wire.OpList || r.Result != wire.ResultRoute {
-			return recs, nil
-		}
+		recs[i] = r
 	}
+	return recs, nil
 }
 
 // Watch asks the helper for a hello every interval until ctx ends, and

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -35,11 +34,11 @@ func (r ResyncResult) OK() bool {
 func (r ResyncResult) Repairs() int { return r.Added + r.Moved + r.Removed }
 
 // Resync compares the desired routes with the routes the helper reports as
-// ours and repairs the difference: it adds what is missing (someone ran
-// `ip route del`, or the node rebooted), moves what points elsewhere, and
-// removes ours that are no longer desired (left by a crash between an
-// RPC's record and its helper request). A desired route held by a foreign
-// route is reported, never forced. Each repair is logged.
+// ours and repairs the difference in one batch: it adds what is missing
+// (someone ran `ip route del`, or the node rebooted), moves what points
+// elsewhere, and removes ours that are no longer desired (left by a crash
+// between an RPC's record and its helper request). A desired route held
+// by a foreign route is reported, never forced. Each repair is logged.
 func (s *Service) Resync(ctx context.Context) ResyncResult {
 	r := ResyncResult{Start: time.Now()}
 	defer func() {
@@ -55,22 +54,26 @@ func (s *Service) Resync(ctx context.Context) ResyncResult {
 		s.Log.Warn("resync failed", "err", r.Err)
 		return r
 	}
-	have := map[netip.Prefix]string{}
+	have := make(map[netip.Prefix]string, len(owned))
 	for _, rt := range owned {
 		have[rt.Dst] = rt.Ifname
 	}
-	todo := slices.Collect(maps.Keys(s.Routes.All()))
-	for dst := range have {
-		todo = append(todo, dst)
-	}
-	slices.SortFunc(todo, func(a, b netip.Prefix) int { return cmp.Or(a.Addr().Compare(b.Addr()), a.Bits()-b.Bits()) })
 	r.Installed = len(have)
-	for _, dst := range slices.Compact(todo) {
-		if err := ctx.Err(); err != nil {
-			r.Err = err
-			break
+	// What differs, seen without locks; most resyncs stop here.
+	want := s.Routes.All()
+	var differ []netip.Prefix
+	for dst, ifname := range want {
+		if have[dst] != ifname {
+			differ = append(differ, dst)
 		}
-		s.repair(ctx, dst, have[dst], &r)
+	}
+	for dst := range have {
+		if _, ok := want[dst]; !ok {
+			differ = append(differ, dst)
+		}
+	}
+	if len(differ) > 0 {
+		s.repair(ctx, differ, have, &r)
 	}
 	level, msg := s.Log.Debug, "resync: in sync"
 	if r.Repairs() > 0 || !r.OK() {
@@ -81,46 +84,54 @@ func (s *Service) Resync(ctx context.Context) ResyncResult {
 	return r
 }
 
-// repair brings one destination in line, under its lock, deciding on the
-// desired state as it is now: an RPC may have changed it since the list.
-func (s *Service) repair(ctx context.Context, dst netip.Prefix, have string, r *ResyncResult) {
-	defer s.Routes.Lock(dst)()
-	want, desired := s.Routes.Get(dst)
-	var res wire.Result
-	var err error
-	switch {
-	case desired && want == have:
-		s.noteConflict(dst, nil)
-		return
-	case desired:
-		if err = errors.Join(s.Policy.CheckPrefix(dst), s.Policy.CheckInterface(want)); err == nil {
-			res, err = s.Helper.Add(ctx, dst, want)
-			s.noteConflict(dst, err)
+// repair brings the destinations in line in one helper batch, holding
+// every route lock and deciding on the desired state as it is now: an RPC
+// may have changed it since the list.
+func (s *Service) repair(ctx context.Context, differ []netip.Prefix, have map[netip.Prefix]string, r *ResyncResult) {
+	slices.SortFunc(differ, func(a, b netip.Prefix) int { return cmp.Or(a.Addr().Compare(b.Addr()), a.Bits()-b.Bits()) })
+	defer s.Routes.LockAll()()
+	var changes []Change
+	for _, dst := range differ {
+		want, desired := s.Routes.Get(dst)
+		if desired && want == have[dst] {
+			continue // an RPC put it in line since
 		}
-	default:
-		res, err = s.Helper.Delete(ctx, dst)
+		if err := errors.Join(s.Policy.CheckPrefix(dst), s.Policy.CheckInterface(want)); desired && err != nil {
+			r.Failed++
+			r.Err = cmp.Or(r.Err, fmt.Errorf("repair %v: %w", dst, err))
+			s.Log.Warn("resync: desired route refused by policy", "destination", dst, "want", want, "err", err)
+			continue
+		}
+		changes = append(changes, Change{dst, want})
 	}
-	switch {
-	case errors.Is(err, wire.StatusConflict):
-		r.Conflicts++
-		s.Log.Warn("resync: desired route is held by a route that is not quilt's; left alone", "destination", dst, "dev", want, "err", err)
-	case err != nil:
-		r.Failed++
-		r.Err = cmp.Or(r.Err, fmt.Errorf("repair %v: %w", dst, err))
-		s.Log.Warn("resync: repair failed", "destination", dst, "want", want, "have", have, "err", err)
-	case res == wire.ResultCreated:
-		r.Added++
-		r.Installed++
-		s.Log.Info(fmt.Sprintf("resync: re-added missing route %v dev %s", dst, want), "destination", dst, "dev", want, "result", res)
-	case res == wire.ResultUnchanged && have == "":
-		r.Installed++ // an RPC added it since the list
-	case res == wire.ResultReplaced:
-		r.Moved++
-		s.Log.Info(fmt.Sprintf("resync: moved route %v from dev %s to dev %s", dst, have, want), "destination", dst, "dev", want, "was", have, "result", res)
-	case res == wire.ResultDeleted:
-		r.Removed++
-		r.Installed--
-		s.Log.Info(fmt.Sprintf("resync: removed stray route %v dev %s", dst, have), "destination", dst, "dev", have, "result", res)
+	res, errs := s.Helper.Apply(ctx, changes)
+	for i, c := range changes {
+		dst, want, was := c.Dst, c.Ifname, have[c.Dst]
+		if want != "" {
+			s.noteConflict(dst, errs[i])
+		}
+		switch err := errs[i]; {
+		case errors.Is(err, wire.StatusConflict):
+			r.Conflicts++
+			s.Log.Warn("resync: desired route is held by a route that is not quilt's; left alone", "destination", dst, "dev", want, "err", err)
+		case err != nil:
+			r.Failed++
+			r.Err = cmp.Or(r.Err, fmt.Errorf("repair %v: %w", dst, err))
+			s.Log.Warn("resync: repair failed", "destination", dst, "want", want, "have", was, "err", err)
+		case res[i] == wire.ResultCreated:
+			r.Added++
+			r.Installed++
+			s.Log.Info(fmt.Sprintf("resync: re-added missing route %v dev %s", dst, want), "destination", dst, "dev", want, "result", res[i])
+		case res[i] == wire.ResultUnchanged && was == "":
+			r.Installed++ // an RPC added it since the list
+		case res[i] == wire.ResultReplaced:
+			r.Moved++
+			s.Log.Info(fmt.Sprintf("resync: moved route %v from dev %s to dev %s", dst, was, want), "destination", dst, "dev", want, "was", was, "result", res[i])
+		case res[i] == wire.ResultDeleted:
+			r.Removed++
+			r.Installed--
+			s.Log.Info(fmt.Sprintf("resync: removed stray route %v dev %s", dst, was), "destination", dst, "dev", was, "result", res[i])
+		}
 	}
 }
 

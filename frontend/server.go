@@ -144,7 +144,7 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 // the rest before it is decoded. MaxConns bounds connections per listener:
 // more wait in the kernel's backlog until one closes.
 const (
-	MaxRecvMsgSize       = 8 << 10
+	MaxRecvMsgSize       = 16 << 10
 	MaxConcurrentStreams = 64
 	DefaultMaxConns      = 128
 )

@@ -120,7 +120,7 @@ func (s *Service) inject(ctx context.Context, rawDst, rawIf string) error {
 	if _, err := s.Routes.Set(dst, ifname); err != nil {
 		return fmt.Errorf("route %v dev %s not recorded, nothing changed: %w", dst, ifname, err)
 	}
-	res, err := s.Helper.Add(ctx, dst, ifname)
+	res, err := s.one(ctx, Change{dst, ifname})
 	s.noteConflict(dst, err)
 	if err != nil {
 		return helperError("add", dst, ifname, err)
@@ -152,13 +152,19 @@ func (s *Service) remove(ctx context.Context, rawDst string) error {
 		return fmt.Errorf("removal of route %v not recorded, nothing changed: %w", dst, err)
 	}
 	s.noteConflict(dst, nil)
-	res, err := s.Helper.Delete(ctx, dst)
+	res, err := s.one(ctx, Change{Dst: dst})
 	if err != nil {
 		return helperError("delete", dst, "", err)
 	}
 	msg := map[wire.Result]string{wire.ResultDeleted: "Removed route", wire.ResultAbsent: "Route already absent"}[res]
 	s.Log.Info(fmt.Sprintf("%s: %v", msg, dst), "destination", dst, "result", res)
 	return nil
+}
+
+// one asks the helper for a single change.
+func (s *Service) one(ctx context.Context, c Change) (wire.Result, error) {
+	res, errs := s.Helper.Apply(ctx, []Change{c})
+	return res[0], errs[0]
 }
 
 // noteConflict remembers whether a foreign route holds dst, from the

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +35,18 @@ type fakeHelper struct {
 }
 
 func (f *fakeHelper) Hello(context.Context) error { return f.err }
-func (f *fakeHelper) Add(_ context.Context, dst netip.Prefix, ifname string) (wire.Result, error) {
+func (f *fakeHelper) Apply(_ context.Context, changes []Change) ([]wire.Result, []error) {
+	res, errs := make([]wire.Result, len(changes)), make([]error, len(changes))
+	for i, c := range changes {
+		if c.Ifname != "" {
+			res[i], errs[i] = f.add(c.Dst, c.Ifname)
+		} else {
+			res[i], errs[i] = f.delete(c.Dst)
+		}
+	}
+	return res, errs
+}
+func (f *fakeHelper) add(dst netip.Prefix, ifname string) (wire.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -53,7 +65,7 @@ func (f *fakeHelper) Add(_ context.Context, dst netip.Prefix, ifname string) (wi
 	}
 	return wire.ResultReplaced, nil
 }
-func (f *fakeHelper) Delete(_ context.Context, dst netip.Prefix) (wire.Result, error) {
+func (f *fakeHelper) delete(dst netip.Prefix) (wire.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -232,6 +244,7 @@ func TestHelperClient(t *testing.T) {
 	}
 	defer l.Close()
 	var silent sync.Map // ops the fake never answers
+	var batches atomic.Int32
 	go func() {
 		for {
 			c, err := l.AcceptUnix()
@@ -240,27 +253,33 @@ func TestHelperClient(t *testing.T) {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, wire.Size+1)
+				buf := make([]byte, wire.MaxBatch*wire.Size+1)
 				for {
 					n, err := c.Read(buf)
 					if err != nil {
 						return
 					}
-					req, _ := wire.DecodeRequest(buf[:n])
-					if _, ok := silent.Load(req.Op); ok {
+					reqs, _, _ := wire.DecodeRequests(buf[:n])
+					if _, ok := silent.Load(reqs[0].Op); ok {
 						continue
 					}
-					rep := wire.Record{Op: req.Op, Tag: req.Tag}
-					switch req.Op {
-					case wire.OpAdd:
-						rep.Result = wire.ResultCreated
-					case wire.OpDelete:
-						rep.Status, rep.Errno = wire.StatusKernel, uint32(unix.EBUSY)
-					case wire.OpList:
-						c.Write(wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}.Encode())
-						rep.Result = wire.ResultDone
+					batches.Add(1)
+					var out []byte
+					for _, req := range reqs {
+						rep := wire.Record{Op: req.Op, Tag: req.Tag}
+						switch req.Op {
+						case wire.OpAdd:
+							rep.Result = wire.ResultCreated
+						case wire.OpDelete:
+							rep.Status, rep.Errno = wire.StatusKernel, uint32(unix.EBUSY)
+						case wire.OpList: // a list in two messages: a route, then another and done
+							c.Write(wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}.Encode())
+							out = wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"}.Append(out)
+							rep.Result = wire.ResultDone
+						}
+						out = rep.Append(out)
 					}
-					c.Write(rep.Encode())
+					c.Write(out)
 				}
 			}()
 		}
@@ -274,8 +293,26 @@ func TestHelperClient(t *testing.T) {
 	if _, err := h.Delete(ctx, netip.MustParsePrefix("10.42.2.0/24")); !errors.Is(err, unix.EBUSY) || !errors.Is(err, wire.StatusKernel) {
 		t.Fatalf("delete: %v", err)
 	}
-	if routes, err := h.List(ctx); err != nil || len(routes) != 1 || routes[0].Ifname != "vxlan100" {
+	if routes, err := h.List(ctx); err != nil || len(routes) != 2 || routes[1].Dst.String() != "10.42.3.0/24" {
 		t.Fatal(routes, err)
+	}
+	// A batch of 600 changes goes as 3 messages, each answered in place.
+	changes := make([]Change, 600)
+	for i := range changes {
+		changes[i] = Change{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(i / 3), 0}), 24), "vxlan100"}
+		if i%3 == 2 {
+			changes[i].Ifname = "" // a delete: the fake answers EBUSY
+		}
+	}
+	before := batches.Load()
+	res, errs := h.Apply(ctx, changes)
+	for i := range changes {
+		if i%3 == 2 && (!errors.Is(errs[i], unix.EBUSY) || res[i] != 0) || i%3 != 2 && (errs[i] != nil || res[i] != wire.ResultCreated) {
+			t.Fatalf("change %d: %v %v", i, res[i], errs[i])
+		}
+	}
+	if got := batches.Load() - before; got != 3 {
+		t.Fatalf("600 changes went as %d messages, want 3", got)
 	}
 	// A helper that never answers: a bounded error, then backoff.
 	silent.Store(wire.OpAdd, true)

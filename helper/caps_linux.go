@@ -1,57 +1,30 @@
 package helper
 
 import (
-	"errors"
 	"fmt"
-	"syscall"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
+	"os"
+	"regexp"
 )
 
-const netAdmin = unix.CAP_NET_ADMIN
+// privileges is what /proc/self/status must say: CAP_NET_ADMIN (bit 12)
+// permitted, effective and bounding, and nothing else in any set; a uid
+// and a gid other than 0 in all four places; and no_new_privs.
+var privileges = regexp.MustCompile(`(?s)\nUid:(\t[1-9]\d*){4}\nGid:(\t[1-9]\d*){4}\n.*` +
+	`\nCapInh:\t(0000000000000000|0000000000001000)\n` + `CapPrm:\t0000000000001000\nCapEff:\t0000000000001000\nCapBnd:\t0000000000001000\n` +
+	`CapAmb:\t(0000000000000000|0000000000001000)\nNoNewPrivs:\t1\n`)
 
-// DropPrivileges leaves every thread with CAP_NET_ADMIN as its only
-// capability (bounding, permitted, effective; inheritable and ambient
-// empty) and sets no_new_privs. If uid >= 0 it first switches to uid and
-// gid, keeping CAP_NET_ADMIN. Capabilities are per thread, so the changes
-// go through syscall.AllThreadsSyscall, which needs CGO_ENABLED=0.
-func DropPrivileges(uid, gid int) error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := [2]unix.CapUserData{}
-	if err := unix.Capget(&hdr, &data[0]); err != nil || data[0].Permitted&(1<<netAdmin) == 0 {
-		return fmt.Errorf("CAP_NET_ADMIN is required: start as root or with AmbientCapabilities=CAP_NET_ADMIN (capget: %v)", err)
-	}
-	for c := uintptr(0); ; c++ { // until EINVAL: past the last capability
-		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, c, 0, 0, 0); err != nil {
-			break
-		} else if in == 1 && c != netAdmin {
-			if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); err != nil {
-				return fmt.Errorf("drop capability %d from the bounding set (needs CAP_SETPCAP, or a bounding set of CAP_NET_ADMIN alone): %w", c, err)
-			}
-		}
-	}
-	// Any failure from here on ends the process, so each step runs even if
-	// one before it failed; the error says which.
-	err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0)
-	if uid >= 0 {
-		err = errors.Join(err, allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0),
-			syscall.Setgroups(nil), syscall.Setresgid(gid, gid, gid), syscall.Setresuid(uid, uid, uid))
-	}
-	data = [2]unix.CapUserData{{Effective: 1 << netAdmin, Permitted: 1 << netAdmin}}
-	err = errors.Join(err, allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0),
-		allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0))
-	if err != nil {
-		return fmt.Errorf("drop to CAP_NET_ADMIN alone (uid %d): %w", uid, err)
-	}
-	return nil
-}
-
-// allThreads makes a syscall on every thread of the process. It fails with
-// ENOTSUP in a binary built with cgo.
-func allThreads(trap, a1, a2, a3 uintptr) error {
-	if _, _, errno := syscall.AllThreadsSyscall(trap, a1, a2, a3); errno != 0 {
-		return fmt.Errorf("%w (ENOTSUP means built with cgo: build with CGO_ENABLED=0)", errno)
+// CheckPrivileges refuses to run with more than CAP_NET_ADMIN: not as uid
+// 0, with no other capability in any set (the bounding set included), and
+// only with no_new_privs. The helper never changes its own privileges: its
+// supervisor starts it so (systemd's User=, AmbientCapabilities=,
+// CapabilityBoundingSet=, NoNewPrivileges=, or setpriv), and any other
+// start fails closed, showing what it found.
+func CheckPrivileges() error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil || !privileges.Match(b) {
+		return fmt.Errorf("CAP_NET_ADMIN is required, as the only capability, for a user and group other than root, with no_new_privs (systemd: User=, "+
+			"AmbientCapabilities= and CapabilityBoundingSet=CAP_NET_ADMIN, NoNewPrivileges=yes; or setpriv, see README.md); found %q (%v)",
+			regexp.MustCompile(`(?m)^(Uid|Gid|Cap\w+|NoNewPrivs):.*$`).FindAll(b, -1), err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"iter"
 	"net"
 	"net/netip"
 	"testing"
@@ -28,34 +29,80 @@ func routeMsg(dst string, proto uint8, table uint32, oif uint32) []byte {
 	return append([]byte{unix.AF_INET, byte(p.Bits()), 0, 0, byte(min(table, 252)), proto, unix.RT_SCOPE_LINK, unix.RTN_UNICAST, 0, 0, 0, 0}, attrs...)
 }
 
-// fakeKernel answers dumps with the given route messages and acks every
-// other request, recording them. Unit tests only: e2e/ runs the helper
-// against the real kernel.
+// fakeKernel answers lookups and dumps from its table and acknowledges
+// every other request, recording them. Unit tests only: e2e/ runs the
+// helper against the real kernel.
 type fakeKernel struct {
-	dump [][]byte
-	sent []netlink.Message
-	err  int // errno for mutations, 0 for success
+	table [][]byte // route messages
+	sent  []netlink.Message
+	err   int                 // errno for mutations, 0 for success
+	queue [][]netlink.Message // datagrams not yet received
 }
 
-func (k *fakeKernel) routes() *Routes {
-	return &Routes{table: unix.RT_TABLE_MAIN, proto: 81, c: nltest.Dial(func(reqs []netlink.Message) ([]netlink.Message, error) {
-		if len(reqs) == 0 {
-			return nil, io.EOF // nothing unsolicited
+func (k *fakeKernel) routes() *Routes { return &Routes{c: netlink.NewConn(k, nltest.PID)} }
+
+// The netlink.Socket methods: like the kernel, one datagram per answer,
+// all of a dump in one, received one datagram at a time.
+func (k *fakeKernel) Close() error                 { return nil }
+func (k *fakeKernel) Send(m netlink.Message) error { return k.SendMessages([]netlink.Message{m}) }
+func (k *fakeKernel) Receive() ([]netlink.Message, error) {
+	if len(k.queue) == 0 {
+		return nil, io.EOF
+	}
+	d := k.queue[0]
+	k.queue = k.queue[1:]
+	return d, nil
+}
+func (k *fakeKernel) ReceiveIter() iter.Seq2[netlink.Message, error] {
+	return func(yield func(netlink.Message, error) bool) {
+		d, err := k.Receive()
+		if err != nil {
+			yield(netlink.Message{}, err)
+			return
 		}
-		if reqs[0].Header.Type == unix.RTM_GETROUTE {
-			var msgs []netlink.Message
-			for _, d := range k.dump {
-				msgs = append(msgs, netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWROUTE, Flags: netlink.Multi, Sequence: reqs[0].Header.Sequence, PID: nltest.PID}, Data: d})
+		for _, m := range d {
+			if !yield(m, nil) {
+				return
 			}
-			return append(msgs, netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi, Sequence: reqs[0].Header.Sequence, PID: nltest.PID}, Data: make([]byte, 4)}), nil
 		}
-		k.sent = append(k.sent, reqs...)
-		// An ack: the errno, then the request's header, with no flags (a
-		// copied NLM_F_EXCL would read as NLM_F_ACK_TLVS in an ack).
-		hdr, _ := netlink.Message{Header: reqs[0].Header}.MarshalBinary()
-		return []netlink.Message{{Header: netlink.Header{Type: netlink.Error, Sequence: reqs[0].Header.Sequence, PID: nltest.PID},
-			Data: append(binary.NativeEndian.AppendUint32(nil, uint32(-int32(k.err))), hdr[:16]...)}}, nil
-	})}
+	}
+}
+
+func (k *fakeKernel) SendMessages(reqs []netlink.Message) error {
+	reply := func(req netlink.Message, typ netlink.HeaderType, flags netlink.HeaderFlags, data []byte) netlink.Message {
+		return netlink.Message{Header: netlink.Header{Type: typ, Flags: flags, Sequence: req.Header.Sequence, PID: nltest.PID}, Data: data}
+	}
+	ack := func(req netlink.Message, errno int) {
+		hdr, _ := netlink.Message{Header: req.Header}.MarshalBinary()
+		k.queue = append(k.queue, []netlink.Message{reply(req, netlink.Error, 0, append(binary.NativeEndian.AppendUint32(nil, uint32(-int32(errno))), hdr[:16]...))})
+	}
+	for _, req := range reqs {
+		switch {
+		case req.Header.Type == unix.RTM_GETROUTE && req.Header.Flags&netlink.Dump == netlink.Dump:
+			var d []netlink.Message
+			for _, b := range k.table {
+				d = append(d, reply(req, unix.RTM_NEWROUTE, netlink.Multi, b))
+			}
+			k.queue = append(k.queue, append(d, reply(req, netlink.Done, netlink.Multi, make([]byte, 4))))
+		case req.Header.Type == unix.RTM_GETROUTE: // a lookup: the first route of the table whose prefix holds the address
+			var best []byte
+			for _, b := range k.table {
+				if rt, err := parseRoute(b); err == nil && rt.dst.IsValid() && rt.dst.Contains(netip.AddrFrom4([4]byte(req.Data[len(req.Data)-4:]))) && best == nil {
+					best = b
+				}
+			}
+			if best == nil {
+				ack(req, int(unix.ENETUNREACH))
+				continue
+			}
+			k.queue = append(k.queue, []netlink.Message{reply(req, unix.RTM_NEWROUTE, 0, best)})
+			ack(req, 0)
+		default:
+			k.sent = append(k.sent, req)
+			ack(req, k.err)
+		}
+	}
+	return nil
 }
 
 // TestRoutesRequests checks the exact requests each ownership case sends.
@@ -67,34 +114,35 @@ func TestRoutesRequests(t *testing.T) {
 	dst := netip.MustParsePrefix("10.42.2.0/24")
 	for _, tc := range []struct {
 		name   string
-		dump   [][]byte
-		add    bool
+		table  [][]byte
+		ifname string // "" for a delete
 		res    wire.Result
 		status wire.Status
 		typ    netlink.HeaderType
 		flags  netlink.HeaderFlags
 	}{
-		{"add absent", nil, true, wire.ResultCreated, 0, unix.RTM_NEWROUTE, netlink.Create | netlink.Excl},
-		{"add ours there", [][]byte{routeMsg("10.42.2.0/24", 81, 254, uint32(lo.Index))}, true, wire.ResultUnchanged, 0, 0, 0},
-		{"add ours elsewhere", [][]byte{routeMsg("10.42.2.0/24", 81, 254, 999)}, true, wire.ResultReplaced, 0, unix.RTM_NEWROUTE, netlink.Replace},
-		{"add foreign", [][]byte{routeMsg("10.42.2.0/24", 4, 254, uint32(lo.Index))}, true, 0, wire.StatusConflict, 0, 0},
-		{"add, other table only", [][]byte{routeMsg("10.42.2.0/24", 4, 100, 1)}, true, wire.ResultCreated, 0, unix.RTM_NEWROUTE, netlink.Create | netlink.Excl},
-		{"delete ours", [][]byte{routeMsg("10.42.2.0/24", 81, 254, 1)}, false, wire.ResultDeleted, 0, unix.RTM_DELROUTE, 0},
-		{"delete absent", [][]byte{routeMsg("10.42.3.0/24", 81, 254, 1)}, false, wire.ResultAbsent, 0, 0, 0},
-		{"delete foreign", [][]byte{routeMsg("10.42.2.0/24", 3, 254, 1)}, false, 0, wire.StatusNotOwned, 0, 0},
+		{"add absent", nil, "lo", wire.ResultCreated, 0, unix.RTM_NEWROUTE, netlink.Create | netlink.Excl},
+		{"add, only a wider route", [][]byte{routeMsg("10.42.0.0/16", 4, 254, 1)}, "lo", wire.ResultCreated, 0, unix.RTM_NEWROUTE, netlink.Create | netlink.Excl},
+		{"add ours there", [][]byte{routeMsg("10.42.2.0/24", 81, 254, uint32(lo.Index))}, "lo", wire.ResultUnchanged, 0, 0, 0},
+		{"add ours elsewhere", [][]byte{routeMsg("10.42.2.0/24", 81, 254, 999)}, "lo", wire.ResultReplaced, 0, unix.RTM_NEWROUTE, netlink.Replace},
+		{"add foreign", [][]byte{routeMsg("10.42.2.0/24", 4, 254, uint32(lo.Index))}, "lo", 0, wire.StatusConflict, 0, 0},
+		{"add, ours in another table", [][]byte{routeMsg("10.42.2.0/24", 81, 100, 1)}, "lo", 0, wire.StatusConflict, 0, 0},
+		{"add via a missing interface", nil, "no-such-if0", 0, wire.StatusNoIface, 0, 0},
+		{"delete ours", [][]byte{routeMsg("10.42.2.0/24", 81, 254, 1)}, "", wire.ResultDeleted, 0, unix.RTM_DELROUTE, 0},
+		{"delete absent", [][]byte{routeMsg("10.42.3.0/24", 81, 254, 1)}, "", wire.ResultAbsent, 0, 0, 0},
+		{"delete foreign", [][]byte{routeMsg("10.42.2.0/24", 3, 254, 1)}, "", 0, wire.StatusNotOwned, 0, 0},
 	} {
-		k := &fakeKernel{dump: tc.dump}
-		r := k.routes()
-		var res wire.Result
-		if tc.add {
-			res, err = r.Add(dst, "lo")
-		} else {
-			res, err = r.Delete(dst)
+		k := &fakeKernel{table: tc.table}
+		op := wire.Record{Op: wire.OpDelete, Dst: dst}
+		if tc.ifname != "" {
+			op = wire.Record{Op: wire.OpAdd, Dst: dst, Ifname: tc.ifname}
 		}
+		errs := []error{nil}
+		res := k.routes().Apply([]wire.Record{op}, errs)
 		var st wire.Status
-		errors.As(err, &st)
-		if res != tc.res && err == nil || st != tc.status || (tc.status == 0 && err != nil) {
-			t.Errorf("%s: %v %v, want %v %v", tc.name, res, err, tc.res, tc.status)
+		errors.As(errs[0], &st)
+		if st != tc.status || tc.status == 0 && (errs[0] != nil || res[0] != tc.res) {
+			t.Errorf("%s: %v %v, want %v %v", tc.name, res[0], errs[0], tc.res, tc.status)
 			continue
 		}
 		if tc.typ == 0 {
@@ -113,8 +161,30 @@ func TestRoutesRequests(t *testing.T) {
 	}
 	// A kernel refusal keeps its errno.
 	k := &fakeKernel{err: int(unix.ENETDOWN)}
-	if _, err := k.routes().Add(dst, "lo"); !errors.Is(err, unix.ENETDOWN) {
-		t.Errorf("kernel errno lost: %v", err)
+	errs := []error{nil}
+	if k.routes().Apply([]wire.Record{{Op: wire.OpAdd, Dst: dst, Ifname: "lo"}}, errs); !errors.Is(errs[0], unix.ENETDOWN) {
+		t.Errorf("kernel errno lost: %v", errs[0])
+	}
+}
+
+// TestApplyBatch: one batch, every case at once, each answered in its place.
+func TestApplyBatch(t *testing.T) {
+	k := &fakeKernel{table: [][]byte{routeMsg("10.42.3.0/24", 81, 254, 1), routeMsg("10.42.4.0/24", 4, 254, 1), routeMsg("10.42.5.0/24", 81, 254, 999)}}
+	add := func(d string) wire.Record {
+		return wire.Record{Op: wire.OpAdd, Dst: netip.MustParsePrefix(d), Ifname: "lo"}
+	}
+	del := func(d string) wire.Record { return wire.Record{Op: wire.OpDelete, Dst: netip.MustParsePrefix(d)} }
+	ops := []wire.Record{add("10.42.2.0/24"), del("10.42.3.0/24"), add("10.42.4.0/24"), del("10.42.6.0/24"), add("10.42.5.0/24")}
+	errs := make([]error, len(ops))
+	res := k.routes().Apply(ops, errs)
+	want := []wire.Result{wire.ResultCreated, wire.ResultDeleted, 0, wire.ResultAbsent, wire.ResultReplaced}
+	for i, w := range want {
+		if res[i] != w || (w == 0) != (errs[i] != nil) {
+			t.Errorf("op %d: %v %v, want %v", i, res[i], errs[i], w)
+		}
+	}
+	if !errors.Is(errs[2], wire.StatusConflict) || len(k.sent) != 3 {
+		t.Errorf("conflict %v; sent %d requests, want 3 (create, delete, move)", errs[2], len(k.sent))
 	}
 }
 
@@ -126,7 +196,7 @@ func FuzzRouteReplies(f *testing.F) {
 	f.Add(routeMsg("10.42.2.0/24", 4, 254, 1))
 	f.Add(routeMsg("0.0.0.0/0", 81, 254, 1)[:14])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		k := &fakeKernel{dump: [][]byte{data, data}}
+		k := &fakeKernel{table: [][]byte{data, data}}
 		r := k.routes()
 		recs, _ := r.List(7)
 		for _, rec := range recs {
@@ -135,7 +205,6 @@ func FuzzRouteReplies(f *testing.F) {
 				t.Fatalf("list record %+v does not survive the wire: %+v %v", rec, got, err)
 			}
 		}
-		r.Add(netip.MustParsePrefix("10.42.2.0/24"), "lo")
-		r.Delete(netip.MustParsePrefix("10.42.2.0/24"))
+		r.Apply([]wire.Record{{Op: wire.OpAdd, Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "lo"}, {Op: wire.OpDelete, Dst: netip.MustParsePrefix("10.42.2.0/24")}}, make([]error, 2))
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 
 // Server answers route requests from allowed peers.
 type Server struct {
-	mu        sync.Mutex // one route operation at a time
+	mu        sync.Mutex // one message's route operations at a time
 	Policy    policy.Policy
 	Routes    *Routes
 	AllowUIDs []uint32 // peers admitted by SO_PEERCRED uid
@@ -30,7 +29,7 @@ type Server struct {
 // LISTEN_FDS=1, fd 3), or else a new one at path with mode 0660, made so by
 // the umask rather than by a chmod after the fact.
 func Listen(path string) (*net.UnixListener, error) {
-	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) {
+	if os.Getenv("LISTEN_PID") == fmt.Sprint(os.Getpid()) {
 		f := os.NewFile(3, "systemd-socket")
 		l, err := net.FileListener(f)
 		f.Close()
@@ -81,55 +80,59 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		s.Log.Warn("refused connection: uid not allowed", peer)
 		return
 	}
-	buf := make([]byte, wire.Size+1) // one spare byte shows an oversized record
+	buf := make([]byte, wire.MaxBatch*wire.Size+1) // one spare byte shows an oversized message
 	for {
 		c.SetDeadline(time.Now().Add(idleTimeout))
 		n, err := c.Read(buf)
 		if err != nil {
 			return
 		}
-		req, err := wire.DecodeRequest(buf[:n])
-		replies := []wire.Record{reply(req, 0, err)}
-		if err == nil {
-			replies = s.handle(req, peer)
-		}
-		for _, r := range replies {
-			if _, err := c.Write(r.Encode()); err != nil {
+		reqs, errs, err := wire.DecodeRequests(buf[:n])
+		for _, msg := range s.handle(reqs, errs, peer) {
+			if _, err := c.Write(msg); err != nil {
 				return
 			}
 		}
-		if errors.Is(err, wire.StatusBadSize) || errors.Is(err, wire.StatusBadVersion) {
+		if err != nil {
 			s.Log.Warn("closed connection: broken framing", peer, "err", err)
 			return
 		}
 	}
 }
 
-// handle re-checks a well-formed request against the policy, carries it out
-// and logs every mutation for audit.
-func (s *Server) handle(req wire.Record, peer slog.Attr) []wire.Record {
-	var res wire.Result
-	var err error
+// handle re-checks well-formed requests against the policy, carries them
+// out, logs every mutation for audit, and returns the reply messages.
+func (s *Server) handle(reqs []wire.Record, errs []error, peer slog.Attr) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch req.Op {
-	case wire.OpHello:
-		return []wire.Record{reply(req, 0, nil)}
-	case wire.OpList:
-		recs, err := s.Routes.List(req.Tag)
-		return append(recs, reply(req, wire.ResultDone, err))
-	case wire.OpAdd:
-		if err = errors.Join(s.Policy.CheckPrefix(req.Dst), s.Policy.CheckInterface(req.Ifname)); err == nil {
-			res, err = s.Routes.Add(req.Dst, req.Ifname)
+	if reqs[0].Op == wire.OpList && errs[0] == nil { // our routes, MaxBatch to a message, then done
+		recs, err := s.Routes.List(reqs[0].Tag)
+		var out [][]byte
+		for i, r := range append(recs, reply(reqs[0], wire.ResultDone, err)) {
+			if i%wire.MaxBatch == 0 {
+				out = append(out, nil)
+			}
+			out[len(out)-1] = r.Append(out[len(out)-1])
 		}
-	case wire.OpDelete:
-		if err = s.Policy.CheckPrefix(req.Dst); err == nil {
-			res, err = s.Routes.Delete(req.Dst)
+		return out
+	}
+	decoded := slices.Clone(errs) // malformed records are answered, not logged
+	for i, req := range reqs {
+		if errs[i] == nil && req.Op == wire.OpAdd {
+			errs[i] = errors.Join(s.Policy.CheckPrefix(req.Dst), s.Policy.CheckInterface(req.Ifname))
+		} else if errs[i] == nil && req.Op == wire.OpDelete {
+			errs[i] = s.Policy.CheckPrefix(req.Dst)
 		}
 	}
-	rep := reply(req, res, err)
-	s.Log.Info("route "+req.Op.String(), "dst", req.Dst, "dev", req.Ifname, peer, "result", rep.Result, "status", rep.Status, "errno", rep.Errno, "err", err)
-	return []wire.Record{rep}
+	res := s.Routes.Apply(reqs, errs)
+	out := make([]byte, 0, len(reqs)*wire.Size)
+	for i, req := range reqs {
+		rep := reply(req, res[i], errs[i])
+		if out = rep.Append(out); decoded[i] == nil && req.Op != wire.OpHello {
+			s.Log.Info("route "+req.Op.String(), "dst", req.Dst, "dev", req.Ifname, peer, "result", rep.Result, "status", rep.Status, "errno", rep.Errno, "err", errs[i])
+		}
+	}
+	return [][]byte{out}
 }
 
 // reply answers req with a result, or with the status code of err: only

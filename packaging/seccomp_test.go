@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -270,42 +269,4 @@ func probe(kind string) int {
 		fmt.Println(err)
 	}
 	return childOK
-}
-
-// TestHelperFilterNeedsCapset: the helper's filter allows capset(2) for a
-// reason. Without that one assignment the helper, otherwise started as its
-// unit says, cannot set its capabilities and refuses to start.
-func TestHelperFilterNeedsCapset(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "ip", "setpriv", "systemd-analyze")
-	h, s := loadUnit(t, helperUnit), loadUnit(t, socketUnit)
-	var kept [][2]string
-	for _, kv := range h.sections["Service"] {
-		if kv != [2]string{"SystemCallFilter", "capset"} {
-			kept = append(kept, kv)
-		}
-	}
-	if len(kept) != len(h.sections["Service"])-1 {
-		t.Fatalf("%s has no SystemCallFilter=capset line to take away", h.name)
-	}
-	h.sections["Service"] = kept
-	env, err := parseEnvFile("default/quilt-runtime")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "quilt-pkg-capset-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	listener := listenLikeSocketUnit(t, s, filepath.Join(dir, "route-helper.sock"))
-	p := startService(t, newNetns(t), h, env, listener, s.name)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the helper still runs without capset:\n%s", p.out.String())
-	}
-	if out := p.out.String(); !strings.Contains(out, "drop to CAP_NET_ADMIN alone") || !strings.Contains(out, "operation not permitted") {
-		t.Fatalf("want the helper to refuse to start for want of capset; it printed:\n%s", out)
-	}
 }

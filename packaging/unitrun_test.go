@@ -269,7 +269,7 @@ func TestUnitsRun(t *testing.T) {
 	netAdmin := fmt.Sprintf("%016x", uint64(1)<<unix.CAP_NET_ADMIN)
 	checkStatus(t, helper.cmd.Process.Pid, map[string]string{
 		"Uid": ids(testID(t, "quilt-route-helper")), "Gid": ids(testID(t, "quilt-route-helper")), "Groups": "",
-		"CapInh": zero, "CapPrm": netAdmin, "CapEff": netAdmin, "CapBnd": netAdmin, "CapAmb": zero, "NoNewPrivs": "1",
+		"CapInh": netAdmin, "CapPrm": netAdmin, "CapEff": netAdmin, "CapBnd": netAdmin, "CapAmb": netAdmin, "NoNewPrivs": "1",
 	})
 	checkStatus(t, fe.cmd.Process.Pid, map[string]string{
 		"Uid": ids(testID(t, "quilt-runtime")), "Gid": ids(testID(t, "quilt-runtime")), "Groups": strconv.Itoa(testID(t, "quilt-route")),

@@ -141,7 +141,7 @@ func (c *cluster) prepareNode(n *node) error {
 func (c *cluster) startHelper(ctx context.Context, n *node) error {
 	p, err := c.start(n, "helper",
 		"setpriv", fmt.Sprintf("--reuid=%d", n.helperUID), fmt.Sprintf("--regid=%d", n.socketGID), "--clear-groups",
-		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--",
+		"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--",
 		c.helper, "--socket", n.socket, "--allow-uid", fmt.Sprint(n.frontendUID))
 	if err != nil {
 		return err

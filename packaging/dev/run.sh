@@ -57,7 +57,7 @@ else
 fi
 
 "${netns[@]}" setpriv --reuid="$HELPER_UID" --regid="$SOCKET_GID" --clear-groups \
-  --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin -- \
+  --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin --no-new-privs -- \
   "$dir"/quilt-route-helper --socket "$dir/run/route-helper.sock" --allow-uid "$FRONTEND_UID" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$dir/run/route-helper.sock" ] && break; sleep 0.05; done

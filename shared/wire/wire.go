@@ -6,12 +6,18 @@ import (
 	"net/netip"
 )
 
-// Version is the protocol version. A peer speaking another version is told
-// so with StatusBadVersion and disconnected.
-const Version = 1
+// Version is the protocol version (a peer speaking another version is told
+// so with StatusBadVersion and disconnected), and Size the length in bytes
+// of every record.
+const Version, Size = 1, 36
 
-// Size is the length in bytes of every record.
-const Size = 36
+// RouteProtocol is the route protocol number marking the routes quilt
+// owns (rtm_protocol; "quilt" in packaging/rt_protos.d; 42 would be babel).
+const RouteProtocol = 81
+
+// MaxBatch is the most records one message may carry: a batch of adds and
+// deletes, answered by one message of as many replies, or a part of a list.
+const MaxBatch = 256
 
 // Op is a request's operation.
 type Op uint8
@@ -46,8 +52,12 @@ type Record struct {
 }
 
 // Encode returns r as Size bytes. A Dst that is not IPv4 is sent as none.
-func (r Record) Encode() []byte {
-	b := make([]byte, Size)
+func (r Record) Encode() []byte { return r.Append(nil) }
+
+// Append appends r's Size bytes to b.
+func (r Record) Append(b []byte) []byte {
+	b = append(b, make([]byte, Size)...)
+	b, all := b[len(b)-Size:], b
 	b[0], b[1], b[2], b[3] = Version, byte(r.Op), byte(r.Status), byte(r.Result)
 	binary.BigEndian.PutUint32(b[4:], r.Tag)
 	binary.BigEndian.PutUint32(b[8:], r.Errno)
@@ -58,7 +68,7 @@ func (r Record) Encode() []byte {
 	if len(r.Ifname) < Size-20 { // never truncate: a name too long goes as none
 		copy(b[20:], r.Ifname)
 	}
-	return b
+	return all
 }
 
 // Decode parses one record strictly: exact size, known version, zero
@@ -69,8 +79,7 @@ func Decode(b []byte) (r Record, err error) {
 	if len(b) != Size {
 		return r, StatusBadSize
 	}
-	r = Record{Op: Op(b[1]), Status: Status(b[2]), Result: Result(b[3]),
-		Tag: binary.BigEndian.Uint32(b[4:]), Errno: binary.BigEndian.Uint32(b[8:])}
+	r = Record{Op: Op(b[1]), Status: Status(b[2]), Result: Result(b[3]), Tag: binary.BigEndian.Uint32(b[4:]), Errno: binary.BigEndian.Uint32(b[8:])}
 	addr, bits := netip.AddrFrom4([4]byte(b[12:16])), int(b[16])
 	if bits != 0 || !addr.IsUnspecified() {
 		r.Dst = netip.PrefixFrom(addr, bits)
@@ -90,15 +99,29 @@ func Decode(b []byte) (r Record, err error) {
 	return r, nil
 }
 
-// DecodeRequest is Decode plus the rules for requests: a known op, and
-// the response-only fields (status, result, errno) zero. Fields an op does
-// not use are ignored; missing ones fail the policy checks.
-func DecodeRequest(b []byte) (Record, error) {
-	r, err := Decode(b)
-	if err == nil && (r.Op < OpHello || r.Op > OpList) {
-		err = StatusBadOp
-	} else if err == nil && (r.Status != 0 || r.Result != 0 || r.Errno != 0) {
-		err = StatusBadReserved
+// DecodeRequests decodes a message of one or more requests: whole
+// records, at most MaxBatch, each by Decode plus the rules for requests (a
+// known op, hello and list only alone, and the response-only fields
+// status, result and errno zero). A wrong total size, or a record of
+// another version, breaks the framing of the whole message (err); errs
+// holds each record's own error. Fields an op does not use are ignored;
+// missing ones fail the policy checks.
+func DecodeRequests(b []byte) (reqs []Record, errs []error, err error) {
+	if len(b) == 0 || len(b)%Size != 0 || len(b) > MaxBatch*Size {
+		return []Record{{}}, []error{StatusBadSize}, StatusBadSize
 	}
-	return r, err
+	for off := 0; off < len(b); off += Size {
+		r, rerr := Decode(b[off : off+Size])
+		switch {
+		case rerr == StatusBadVersion:
+			err = rerr
+		case rerr != nil: // answered with its own status
+		case r.Op < OpHello || r.Op > OpList || len(b) > Size && (r.Op == OpHello || r.Op == OpList):
+			rerr = StatusBadOp
+		case r.Status != 0 || r.Result != 0 || r.Errno != 0:
+			rerr = StatusBadReserved
+		}
+		reqs, errs = append(reqs, r), append(errs, rerr)
+	}
+	return reqs, errs, err
 }

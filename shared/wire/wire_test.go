@@ -84,12 +84,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"result", mutate(func(b []byte) { b[3] = 1 }), StatusBadReserved},
 		{"errno", mutate(func(b []byte) { binary.BigEndian.PutUint32(b[8:], 1) }), StatusBadReserved},
 	} {
-		r, err := DecodeRequest(tc.msg)
+		rs, errs, _ := DecodeRequests(tc.msg)
+		r, err := rs[0], errs[0]
 		if !errors.Is(err, tc.want) || r.Tag != 9 {
 			t.Errorf("%s: got %v (tag %d), want %v and the tag kept for the reply", tc.name, err, r.Tag, tc.want)
 		}
 	}
-	if _, err := DecodeRequest(good); err != nil {
+	if _, errs, err := DecodeRequests(good); err != nil || errs[0] != nil {
 		t.Fatalf("good request: %v", err)
 	}
 }

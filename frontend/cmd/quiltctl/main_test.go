@@ -31,17 +31,19 @@ type memHelper struct {
 }
 
 func (m *memHelper) Hello(context.Context) error { return nil }
-func (m *memHelper) Add(_ context.Context, dst netip.Prefix, ifname string) (wire.Result, error) {
+func (m *memHelper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Result, []error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.routes[dst] = ifname
-	return wire.ResultCreated, nil
-}
-func (m *memHelper) Delete(_ context.Context, dst netip.Prefix) (wire.Result, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.routes, dst)
-	return wire.ResultDeleted, nil
+	res := make([]wire.Result, len(changes))
+	for i, c := range changes {
+		if res[i] = wire.ResultCreated; c.Ifname == "" {
+			res[i] = wire.ResultDeleted
+			delete(m.routes, c.Dst)
+		} else {
+			m.routes[c.Dst] = c.Ifname
+		}
+	}
+	return res, make([]error, len(changes))
 }
 func (m *memHelper) List(context.Context) ([]frontend.Route, error) {
 	m.mu.Lock()
