@@ -280,7 +280,10 @@ func targets(runs []Scale) []Target {
 			limit float64
 		}{{"quilt-route-helper", 10}, {"quilt-runtime", 40}} {
 			v = nil
-			detail := "at N=65,536, the target's size"
+			detail := ""
+			if r.Peers < 65535 {
+				detail = "the target is for 65,536 routes"
+			}
 			if s := r.system("c"); s != nil {
 				for _, pr := range s.Processes {
 					if pr.Name == p.name && pr.PeakRSSKiB > 0 {
@@ -347,7 +350,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 			if t.Detail != "" {
 				verdict += " (" + t.Detail + ")"
 			}
-			fmt.Fprintf(tw, "  N=%d\t%s\t%s\ttarget %s %s\t%s\n", t.N, t.Name, val, t.Want, fmtValue(t.Limit, t.Unit), verdict)
+			fmt.Fprintf(tw, "  N=%s\t%s\t%s\ttarget %s %s\t%s\n", group(float64(t.N)), t.Name, val, t.Want, fmtValue(t.Limit, t.Unit), verdict)
 		}
 		tw.Flush()
 	}
