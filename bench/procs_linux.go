@@ -96,7 +96,7 @@ func (p *proc) logHas(s string) bool {
 func (p *proc) info(reported int) (Process, error) {
 	pr := Process{Name: p.name, PID: p.pid()}
 	if p.exited() {
-		return pr, fmt.Errorf("%s exited before it was measured: %v\n%s", p.name, p.err, p.tail(20))
+		return pr, fmt.Errorf("%s exited before it was measured: %v; its last words:\n%s", p.name, p.err, p.tail(10))
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pr.PID))
 	if err != nil || filepath.Clean(exe) != filepath.Clean(p.bin) {

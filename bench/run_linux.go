@@ -88,8 +88,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		run := Scale{N: n, Peers: len(plan.Peers)}
 		if plan.Capped {
-			run.Note = fmt.Sprintf("N=%d asked; %v holds %d /%d subnets: the node's own %v and %d peers",
-				n, Cluster, len(plan.Peers)+1, NodePrefixLen, plan.Node, len(plan.Peers))
+			run.Note = fmt.Sprintf("N=%s asked; %v holds %s /%d subnets: the node's own %v and %s peers",
+				group(float64(n)), Cluster, group(float64(len(plan.Peers)+1)), NodePrefixLen, plan.Node, group(float64(len(plan.Peers))))
 		}
 		for _, id := range cfg.Systems {
 			run.Systems = append(run.Systems, r.system(ctx, id, plan))
@@ -196,7 +196,10 @@ func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 	case "c":
 		err = r.privsep(ctx, &s, ns, plan, log)
 	}
-	if err != nil {
+	switch {
+	case ctx.Err() != nil:
+		s.Error = "interrupted"
+	case err != nil:
 		s.Error = err.Error()
 		log.Warn("stopped", "err", err)
 	}
@@ -215,6 +218,8 @@ func record(id string, peers, clients, of, done int, took time.Duration, lat []t
 		res.P50Ms, res.P99Ms = ptr(p50.Seconds()*1e3), ptr(p99.Seconds()*1e3)
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
+		res.Status, res.Detail = StatusPartial, fmt.Sprintf("interrupted: %d of %d routes", done, of)
 	case errors.Is(err, errUnimplemented):
 		res.Status, res.Detail = StatusUnimplemented, err.Error()
 	case err != nil:
@@ -276,6 +281,10 @@ func (r *runner) kernel(ctx context.Context, s *System, ns string, plan Plan, lo
 			installed = res.Routes
 		} else {
 			installed -= res.Routes
+		}
+		if ctx.Err() != nil {
+			s.Results = append(s.Results, res)
+			return ctx.Err()
 		}
 		verr := verify(ctx, ns, installed, &res)
 		s.Results = append(s.Results, res)
@@ -419,6 +428,9 @@ func (r *runner) drive(ctx context.Context, s *System, ns string, plan Plan, log
 		return fmt.Errorf("ConfigureNodeSubnet(%v): %v %v", plan.Node, err, resp.GetError())
 	}
 	werr := r.workloads(ctx, s, ns, plan, cl, log)
+	if ctx.Err() != nil {
+		return werr // interrupted: the processes may have had the signal too
+	}
 	for _, p := range procs {
 		pr, err := p.info(p.reportedGOMAXPROCS())
 		if err != nil {
@@ -501,14 +513,18 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 				res.Detail = joinDetail(res.Detail, fmt.Sprintf("one call, %d messages", (len(idx)+ApplyChunk-1)/ApplyChunk))
 			}
 		}
+		if ctx.Err() != nil {
+			s.Results = append(s.Results, res)
+			return ctx.Err()
+		}
 		verr := verify(ctx, ns, count(), &res)
 		s.Results = append(s.Results, res)
 		log.Info(res.Title, "routes", res.Routes, "took", time.Duration(res.Seconds*1e9), "status", res.Status)
-		if res.Status == StatusError || verr != nil {
-			return fmt.Errorf("%s: %s", res.Title, res.Detail)
-		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if res.Status == StatusError || verr != nil {
+			return fmt.Errorf("%s: %s", res.Title, res.Detail)
 		}
 	}
 	return nil

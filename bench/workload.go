@@ -70,6 +70,9 @@ func phase(ctx context.Context, idx []int, workers int, deadline time.Time, op f
 				t0 := time.Now()
 				err := op(ctx, w, idx[k])
 				lat[k] = time.Since(t0)
+				if err != nil && ctx.Err() != nil {
+					return // interrupted: not the server's failure
+				}
 				if err != nil {
 					once.Do(func() { first = err })
 					stop.Store(true)

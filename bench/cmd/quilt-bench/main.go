@@ -88,5 +88,8 @@ func run() error {
 	default:
 		werr = rep.WriteText(os.Stdout)
 	}
+	if ctx.Err() != nil {
+		return errors.Join(errors.New("interrupted; every namespace and process it made is removed"), werr)
+	}
 	return errors.Join(err, werr)
 }
