@@ -251,15 +251,19 @@ func targets(runs []Scale) []Target {
 			continue // every target is about the product
 		}
 		c := get(r, "c", "inject-sequential")
+		reason := why(c)
+		if c.measured() {
+			reason = "(b): " + why(get(r, "b", "inject-sequential"))
+		}
 		t := Target{Name: "InjectRoute p50, (c) over (b)", N: r.Peers, Unit: "x", Limit: 1.2, Want: "<="}
-		add(t, c.ratioP50(), whyNil(c.ratioP50(), why(c)))
+		add(t, c.ratioP50(), whyNil(c.ratioP50(), reason))
 
 		c, a := get(r, "c", "apply-add"), get(r, "a", "kernel-add-pipelined")
 		var v *float64
 		if c.measured() && c.Status == StatusOK && a.measured() {
 			v = ptr(c.perRoute() / a.perRoute())
 		}
-		reason := why(c)
+		reason = why(c)
 		if reason == "" {
 			reason = "(a): " + why(a)
 		}

@@ -272,7 +272,6 @@ func (r *runner) kernel(ctx context.Context, s *System, ns string, plan Plan, lo
 		if step.pipe {
 			done, took, err := c.pipelined(ctx, step.add, plan.Peers, r.cfg.KernelBatch, time.Now().Add(r.cfg.PhaseLimit))
 			res = record(step.id, n, r.cfg.Clients, n, done, took, nil, err)
-			res.Detail = joinDetail(res.Detail, fmt.Sprintf("%d messages per sendmsg", r.cfg.KernelBatch))
 		} else {
 			lat, took, err := c.sequential(ctx, step.add, plan.Peers, time.Now().Add(r.cfg.PhaseLimit))
 			res = record(step.id, n, r.cfg.Clients, n, len(lat), took, lat, err)
@@ -441,6 +440,14 @@ func (r *runner) drive(ctx context.Context, s *System, ns string, plan Plan, log
 	return werr
 }
 
+// workers is the number of concurrent clients of a workload.
+func (r *runner) workers(id string) int {
+	if strings.HasSuffix(id, "-concurrent") {
+		return r.cfg.Clients
+	}
+	return 1
+}
+
 // workloads runs the gRPC workloads in order, each on the routes the one
 // before left: the present set.
 func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan, cl *clients, log *slog.Logger) error {
@@ -462,8 +469,8 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 	count := func() int { return len(pick(true)) }
 	applyUnimplemented := false
 	for _, wl := range Workloads {
-		if wl.Kernel == "" && wl.ID != "reinject-sequential" || strings.HasPrefix(wl.ID, "kernel-") {
-			continue
+		if strings.HasPrefix(wl.ID, "kernel-") {
+			continue // (a)'s
 		}
 		add := strings.Contains(wl.ID, "inject") || wl.ID == "apply-add"
 		idx := pick(!add)
@@ -481,15 +488,13 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 		var res Result
 		switch wl.ID {
 		case "inject-sequential", "reinject-sequential", "inject-concurrent":
-			workers := map[bool]int{true: r.cfg.Clients, false: 1}[wl.ID == "inject-concurrent"]
-			o := phase(ctx, idx, workers, deadline, func(ctx context.Context, w, i int) error { return cl.inject(ctx, w, names[i], Device) })
+			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.inject(ctx, w, names[i], Device) })
 			for _, i := range o.done {
 				present[i] = true
 			}
 			res = record(wl.ID, n, r.cfg.Clients, len(idx), len(o.done), o.took, o.lat, o.err)
 		case "remove-sequential", "remove-concurrent":
-			workers := map[bool]int{true: r.cfg.Clients, false: 1}[wl.ID == "remove-concurrent"]
-			o := phase(ctx, idx, workers, deadline, func(ctx context.Context, w, i int) error { return cl.remove(ctx, w, names[i]) })
+			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.remove(ctx, w, names[i]) })
 			for _, i := range o.done {
 				present[i] = false
 			}
