@@ -20,7 +20,8 @@
 // after the node's own, 10.0.0.0/24, which ConfigureNodeSubnet gets and no
 // workload touches (10.0.0.0/8 holds 65,535 peers). (b) and (c) are driven
 // over gRPC from this process, dialled from inside their namespace, through
-// the Workloads in order: InjectRoute one at a time, again (the idempotent
+// the Workloads in order: a gRPC round trip that changes nothing
+// (Health.Check, N times), InjectRoute one at a time, again (the idempotent
 // re-inject the agent's resync causes), RemoveRoute; InjectRoute and
 // RemoveRoute from Config.Clients concurrent clients; then QuiltAdmin's
 // ApplyRoutes with every add, then every removal, ApplyChunk changes per

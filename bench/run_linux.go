@@ -411,7 +411,7 @@ func (r *runner) dial(ctx context.Context, ns string, server *proc) (*clients, e
 			return nil, err
 		}
 	}
-	c.admin = quiltpb.NewQuiltAdminClient(c.conns[0])
+	c.admin, c.health = quiltpb.NewQuiltAdminClient(c.conns[0]), healthpb.NewHealthClient(c.conns[0])
 	return c, nil
 }
 
@@ -472,12 +472,16 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 		if strings.HasPrefix(wl.ID, "kernel-") {
 			continue // (a)'s
 		}
+		// Adds work on the routes absent, removals and the re-inject on
+		// those present; the health checks on no route, as many times.
 		add := strings.Contains(wl.ID, "inject") || wl.ID == "apply-add"
 		idx := pick(!add)
-		if wl.ID == "reinject-sequential" {
+		switch {
+		case wl.ID == "health-sequential":
+			idx = make([]int, n)
+		case wl.ID == "reinject-sequential":
 			idx = pick(true)
-		}
-		if wl.ID == "apply-remove" && applyUnimplemented && len(idx) == 0 {
+		case wl.ID == "apply-remove" && applyUnimplemented && len(idx) == 0:
 			idx = pick(false) // still ask, so the table says whether the server has the RPC
 		}
 		if len(idx) == 0 {
@@ -487,6 +491,10 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 		deadline := time.Now().Add(r.cfg.PhaseLimit)
 		var res Result
 		switch wl.ID {
+		case "health-sequential":
+			o := phase(ctx, idx, 1, deadline, func(ctx context.Context, _, _ int) error { return cl.check(ctx) })
+			res = record(wl.ID, n, r.cfg.Clients, len(idx), len(o.done), o.took, o.lat, o.err)
+			res.Detail = "calls, not routes"
 		case "inject-sequential", "reinject-sequential", "inject-concurrent":
 			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.inject(ctx, w, names[i], Device) })
 			for _, i := range o.done {

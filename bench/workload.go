@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
@@ -28,9 +29,10 @@ const ApplyChunk = 256
 // clients are the connections one gRPC system is driven through: one per
 // concurrent client, the first also the sequential one.
 type clients struct {
-	conns []*grpc.ClientConn
-	rt    []quiltpb.QuiltRuntimeClient
-	admin quiltpb.QuiltAdminClient
+	conns  []*grpc.ClientConn
+	rt     []quiltpb.QuiltRuntimeClient
+	admin  quiltpb.QuiltAdminClient
+	health healthpb.HealthClient
 }
 
 func (c *clients) close() {
@@ -104,6 +106,14 @@ func (c *clients) inject(ctx context.Context, w int, dst, dev string) error {
 	if err == nil && !r.Success {
 		err = fmt.Errorf("InjectRoute(%s, %s): %s", dst, dev, r.Error)
 	}
+	return err
+}
+
+// check calls Health.Check: a round trip through gRPC that changes nothing.
+func (c *clients) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: quiltpb.QuiltRuntime_ServiceDesc.ServiceName})
 	return err
 }
 
