@@ -20,6 +20,13 @@ const (
 	Device        = "vxlan100"
 )
 
+// Binaries the systems run, by file name in Config.BinDir.
+const (
+	HelperBin   = "quilt-route-helper"
+	FrontendBin = "quilt-runtime"
+	SingleBin   = "quilt-bench-single"
+)
+
 // Config says what to measure and where the binaries are.
 type Config struct {
 	// BinDir holds quilt-route-helper, quilt-runtime and

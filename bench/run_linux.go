@@ -30,13 +30,6 @@ const (
 	grpcAddr    = "127.0.0.1:50051" // in each system's own namespace
 )
 
-// Binaries the systems run, by file name in Config.BinDir.
-const (
-	HelperBin   = "quilt-route-helper"
-	FrontendBin = "quilt-runtime"
-	SingleBin   = "quilt-bench-single"
-)
-
 var systemNames = map[string]string{"a": "kernel floor", "b": "one process", "c": "privilege-separated"}
 
 // runner is one invocation: its directory (binaries, sockets, state,
