@@ -9,11 +9,9 @@ import (
 	"time"
 )
 
-// What every run routes: the cluster the issue names (65,536 /24 node
-// subnets), through the overlay device.
-var (
-	Cluster = netip.MustParsePrefix("10.0.0.0/8")
-)
+// Cluster is what every run routes: the cluster CIDR the issue names,
+// 65,536 node subnets of NodePrefixLen, through Device.
+var Cluster = netip.MustParsePrefix("10.0.0.0/8")
 
 const (
 	NodePrefixLen = 24
