@@ -46,7 +46,9 @@ type Config struct {
 
 // Helper is a frontend.RouteHelper that calls helper.Routes in this
 // process. helper.Routes is not safe for concurrent use, so requests take
-// turns, as they do in quilt-route-helper.
+// turns, as they do in quilt-route-helper. It does not re-check the
+// policy as the helper does: in one process there is no boundary to check
+// at, and the frontend has checked every request already.
 type Helper struct {
 	mu     sync.Mutex
 	Routes *helper.Routes
