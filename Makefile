@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz package clean
+.PHONY: all build run test vet fmt-check proto fuzz package clean bench
 
 all: build
 
@@ -76,3 +76,15 @@ demo: build
 	$(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/quilt-demo
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root: it creates network namespaces and starts processes under other uids (try: sudo make demo)" >&2; exit 1; }
 	$(BIN)/quilt-demo -bin $(BIN) $(DEMO_FLAGS)
+
+# The route-change benchmark (needs root): the kernel floor, the service
+# in one root process, and the privilege-separated pair, each in throwaway
+# network namespaces; one table per N (README: Performance). BENCH_N is the
+# numbers of peer routes; BENCH_FLAGS='-o json' prints one JSON report
+# (quilt-bench -h for the other flags).
+BENCH_N ?= 255,65536
+BENCH_FLAGS ?=
+bench: build
+	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/ ./bench/cmd/quilt-bench ./bench/cmd/quilt-bench-single
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root: it creates network namespaces, starts processes under other uids and sends rtnetlink messages inside them (try: sudo make bench)" >&2; exit 1; }
+	$(BIN)/quilt-bench -bin $(BIN) -n $(BENCH_N) $(BENCH_FLAGS)

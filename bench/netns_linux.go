@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where `ip netns` keeps named namespaces.
+const netnsDir = "/run/netns"
+
+// namePrefix starts every namespace of a run: qbench<pid>-<system><n>.
+const namePrefix = "qbench"
+
+// inNetns runs fn on an OS thread that has entered the named network
+// namespace; sockets fn opens stay in that namespace. The thread is
+// locked by a goroutine of its own: if it cannot return to our namespace
+// it is never unlocked, so it dies with that goroutine instead of serving
+// other goroutines in the wrong namespace.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(filepath.Join(netnsDir, ns))
+		if err == nil {
+			err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
+			target.Close()
+		}
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
+			return // still locked: the thread ends with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// dialIn opens a TCP connection from inside the namespace.
+func dialIn(ctx context.Context, ns, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(ns, func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
+}
+
+// command runs a program to completion and returns its output; a failure
+// carries what it printed.
+func command(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// createNetns makes a named namespace with lo up and the overlay device
+// vxlan100 (VNI 100, no remote: it never sends a packet) up.
+func createNetns(ctx context.Context, name, dev string) error {
+	if _, err := command(ctx, "ip", "netns", "add", name); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"-n", name, "link", "set", "lo", "up"},
+		{"-n", name, "link", "add", dev, "type", "vxlan", "id", "100", "dstport", "4789"},
+		{"-n", name, "link", "set", dev, "up"},
+	} {
+		if _, err := command(ctx, "ip", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeNetns kills whatever still runs in a namespace of ours, then
+// deletes it; its interfaces and routes go with it. It uses a context of
+// its own: it must work after the run's context was cancelled.
+func removeNetns(name string) error {
+	if _, err := os.Stat(filepath.Join(netnsDir, name)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := command(ctx, "ip", "netns", "pids", name)
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		unix.Kill(pid, unix.SIGKILL)
+	}
+	for _, pid := range pids {
+		for i := 0; i < 200 && unix.Kill(pid, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if _, derr := command(ctx, "ip", "netns", "del", name); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	return err
+}
+
+// sweepStale removes the namespaces of runs that were killed before they
+// could clean up: ours by name, and only those whose run (the pid in the
+// name) is gone.
+func sweepStale() ([]string, error) {
+	entries, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var swept []string
+	var errs []error
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), namePrefix)
+		pidText, _, dash := strings.Cut(rest, "-")
+		pid, perr := strconv.Atoi(pidText)
+		if !ok || !dash || perr != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue // that run is still going
+		}
+		if err := removeNetns(e.Name()); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		swept = append(swept, e.Name())
+	}
+	return swept, errors.Join(errs...)
+}
+
+// ourNamespaces lists the namespaces this process made and has not removed.
+func ourNamespaces() []string {
+	entries, _ := os.ReadDir(netnsDir)
+	var names []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), fmt.Sprintf("%s%d-", namePrefix, os.Getpid())) {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}

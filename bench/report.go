@@ -1,0 +1,541 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+)
+
+// Report is one run of the benchmark: the machine, the settings, and for
+// each N every system's results. It is what `quilt-bench -o json` prints.
+type Report struct {
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"` // wall time of the whole run
+	Machine  Machine   `json:"machine"`
+	Settings Settings  `json:"settings"`
+	Runs     []Scale   `json:"runs"`
+	Targets  []Target  `json:"targets"`
+	Error    string    `json:"error,omitempty"` // why the run stopped early
+}
+
+// Machine names the machine the figures come from.
+type Machine struct {
+	CPU         string     `json:"cpu"`
+	Cores       int        `json:"cores"` // logical CPUs this process may run on
+	MemTotalMiB int        `json:"mem_total_mib"`
+	OS          string     `json:"os"`
+	Kernel      string     `json:"kernel"`
+	GoVersion   string     `json:"go_version"` // the runner's; each process's binary has its own in Process
+	GOMAXPROCS  int        `json:"gomaxprocs"` // the runner's (its gRPC clients and the kernel floor)
+	LoadStart   [3]float64 `json:"loadavg_start"`
+	LoadEnd     [3]float64 `json:"loadavg_end"`
+}
+
+// Settings are the knobs of the run.
+type Settings struct {
+	Cluster        string   `json:"cluster"`
+	NodeSubnet     string   `json:"node_subnet"` // configured, never routed
+	Interface      string   `json:"interface"`
+	Clients        int      `json:"clients"`      // of the concurrent workloads
+	KernelBatch    int      `json:"kernel_batch"` // route messages per sendmsg in (a)'s pipelined rows
+	ApplyChunk     int      `json:"apply_chunk"`  // route changes per ApplyRoutes message
+	PhaseLimit     float64  `json:"phase_limit_seconds"`
+	ResyncInterval float64  `json:"resync_interval_seconds"` // (b)'s and (c)'s --resync-interval
+	Systems        []string `json:"systems"`
+}
+
+// Scale is every system's results for one N.
+type Scale struct {
+	N       int      `json:"n"`     // as asked
+	Peers   int      `json:"peers"` // routes each workload adds and removes
+	Note    string   `json:"note,omitempty"`
+	Systems []System `json:"systems"`
+}
+
+// System is one of the three ways of changing routes, as measured.
+type System struct {
+	ID        string    `json:"id"` // a, b or c
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	Processes []Process `json:"processes,omitempty"`
+	Results   []Result  `json:"results"`
+	Error     string    `json:"error,omitempty"` // why its workloads stopped early
+}
+
+// Process is a server process of (b) or (c), as seen at the end of its run.
+type Process struct {
+	Name           string `json:"name"`
+	PID            int    `json:"pid"`
+	UID            int    `json:"uid"`
+	CapEff         string `json:"cap_eff"`      // effective capabilities, as /proc/PID/status shows them
+	PeakRSSKiB     int64  `json:"peak_rss_kib"` // VmHWM
+	RSSKiB         int64  `json:"rss_kib"`      // VmRSS at the end
+	GOMAXPROCS     int    `json:"gomaxprocs"`
+	GOMAXPROCSFrom string `json:"gomaxprocs_from"` // "reported" by the process, or "derived" from its environment, CPU affinity and cgroup CPU limit
+	GoVersion      string `json:"go_version"`      // the binary was built with
+}
+
+// Result is one workload on one system.
+type Result struct {
+	Workload     string   `json:"workload"` // a Workload ID
+	Title        string   `json:"title"`
+	Routes       int      `json:"routes"` // operations completed
+	Of           int      `json:"of"`     // operations asked for
+	Seconds      float64  `json:"seconds"`
+	RoutesPerSec float64  `json:"routes_per_sec"`
+	P50Ms        *float64 `json:"p50_ms,omitempty"` // per operation, as the client saw it
+	P99Ms        *float64 `json:"p99_ms,omitempty"`
+	Status       string   `json:"status"` // see the Status constants
+	Detail       string   `json:"detail,omitempty"`
+	// On (c)'s rows: time per route over that of (a)'s comparable row
+	// (Workload.Kernel) and of (b)'s same row, and p50 over (b)'s p50.
+	COverA    *float64 `json:"c_over_a,omitempty"`
+	COverB    *float64 `json:"c_over_b,omitempty"`
+	P50COverB *float64 `json:"p50_c_over_b,omitempty"`
+}
+
+// Statuses of a Result.
+const (
+	StatusOK            = "ok"
+	StatusPartial       = "partial"       // the phase limit stopped it: the figures cover Routes of Of
+	StatusUnimplemented = "unimplemented" // the server answered codes.Unimplemented
+	StatusError         = "error"
+	StatusSkipped       = "skipped" // nothing to do, or an earlier workload failed
+)
+
+// Target is one of the figures the lead checks, read off the results.
+type Target struct {
+	Name   string   `json:"name"`
+	N      int      `json:"n"`
+	Value  *float64 `json:"value,omitempty"` // in Unit; absent when not measured
+	Unit   string   `json:"unit"`            // "x", "ms" or "MiB"
+	Limit  float64  `json:"limit"`
+	Want   string   `json:"want"`          // "<=" or "<"
+	Met    *bool    `json:"met,omitempty"` // absent when not measured
+	Detail string   `json:"detail,omitempty"`
+}
+
+// Workload is one measured operation.
+type Workload struct {
+	ID     string
+	Kernel string // (a)'s row that (c)'s is compared with; empty: none
+	title  func(peers, clients int) string
+}
+
+// Title is the workload's name in the table.
+func (w Workload) Title(peers, clients int) string { return w.title(peers, clients) }
+
+func fixed(s string) func(int, int) string { return func(int, int) string { return s } }
+
+// Workloads in the order they run and are shown. (a) runs the kernel rows,
+// (b) and (c) the gRPC rows. The first gRPC row changes no route: it is
+// the cost of a gRPC call alone, the floor under every per-RPC row. Each
+// gRPC row after it starts from the routes the one before left (inject,
+// inject again, remove; then the same with concurrent clients; then the
+// batch RPC).
+var Workloads = []Workload{
+	{ID: "kernel-add-pipelined", title: fixed("kernel add, pipelined")},
+	{ID: "kernel-delete-pipelined", title: fixed("kernel delete, pipelined")},
+	{ID: "kernel-add-sequential", title: fixed("kernel add, one ack each")},
+	{ID: "kernel-delete-sequential", title: fixed("kernel delete, one ack each")},
+	{ID: "health-sequential", title: fixed("gRPC round trip (Health.Check)")},
+	{ID: "inject-sequential", Kernel: "kernel-add-sequential", title: fixed("InjectRoute, sequential")},
+	{ID: "reinject-sequential", title: fixed("InjectRoute again (resync)")},
+	{ID: "remove-sequential", Kernel: "kernel-delete-sequential", title: fixed("RemoveRoute, sequential")},
+	{ID: "inject-concurrent", Kernel: "kernel-add-sequential", title: func(_, c int) string { return fmt.Sprintf("InjectRoute, %d clients", c) }},
+	{ID: "remove-concurrent", Kernel: "kernel-delete-sequential", title: func(_, c int) string { return fmt.Sprintf("RemoveRoute, %d clients", c) }},
+	{ID: "apply-add", Kernel: "kernel-add-pipelined", title: func(n, _ int) string { return fmt.Sprintf("ApplyRoutes, %s adds", group(float64(n))) }},
+	{ID: "apply-remove", Kernel: "kernel-delete-pipelined", title: func(n, _ int) string { return fmt.Sprintf("ApplyRoutes, %s removes", group(float64(n))) }},
+}
+
+func workload(id string) Workload {
+	for _, w := range Workloads {
+		if w.ID == id {
+			return w
+		}
+	}
+	panic("bench: unknown workload " + id)
+}
+
+// result returns the system's result for a workload.
+func (s *System) result(id string) *Result {
+	for i := range s.Results {
+		if s.Results[i].Workload == id {
+			return &s.Results[i]
+		}
+	}
+	return nil
+}
+
+// system returns the run's system by ID.
+func (r *Scale) system(id string) *System {
+	for i := range r.Systems {
+		if r.Systems[i].ID == id {
+			return &r.Systems[i]
+		}
+	}
+	return nil
+}
+
+// measured reports whether a result has figures: it ran, whole or in part.
+func (r *Result) measured() bool {
+	return r != nil && (r.Status == StatusOK || r.Status == StatusPartial) && r.Routes > 0
+}
+
+func (r *Result) perRoute() float64 { return r.Seconds / float64(r.Routes) }
+
+// ratios fills (c)'s ratio columns from (a)'s and (b)'s rows.
+func (r *Scale) ratios() {
+	a, b, c := r.system("a"), r.system("b"), r.system("c")
+	if c == nil {
+		return
+	}
+	for i := range c.Results {
+		cr := &c.Results[i]
+		if !cr.measured() {
+			continue
+		}
+		if a != nil {
+			if ar := a.result(workload(cr.Workload).Kernel); ar.measured() {
+				cr.COverA = ptr(cr.perRoute() / ar.perRoute())
+			}
+		}
+		if b != nil {
+			if br := b.result(cr.Workload); br.measured() {
+				cr.COverB = ptr(cr.perRoute() / br.perRoute())
+				if cr.P50Ms != nil && br.P50Ms != nil && *br.P50Ms > 0 {
+					cr.P50COverB = ptr(*cr.P50Ms / *br.P50Ms)
+				}
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// targets reads the lead's figures off the runs.
+func targets(runs []Scale) []Target {
+	var ts []Target
+	add := func(t Target, v *float64, detail string) {
+		t.Value, t.Detail = v, detail
+		if v != nil {
+			met := *v < t.Limit || (t.Want == "<=" && *v == t.Limit)
+			t.Met = &met
+		}
+		ts = append(ts, t)
+	}
+	get := func(r *Scale, sys, id string) *Result {
+		if s := r.system(sys); s != nil {
+			return s.result(id)
+		}
+		return nil
+	}
+	// why says why a result has no figure.
+	why := func(res *Result) string {
+		switch {
+		case res == nil:
+			return "not run"
+		case res.Status == StatusPartial:
+			return fmt.Sprintf("partial: %d of %d routes", res.Routes, res.Of)
+		case res.measured():
+			return ""
+		case res.Detail != "":
+			return res.Status + ": " + res.Detail
+		}
+		return res.Status
+	}
+	for i := range runs {
+		r := &runs[i]
+		if r.system("c") == nil {
+			continue // every target is about the product
+		}
+		c := get(r, "c", "inject-sequential")
+		reason := why(c)
+		if c.measured() {
+			reason = "(b): " + why(get(r, "b", "inject-sequential"))
+		}
+		t := Target{Name: "InjectRoute p50, (c) over (b)", N: r.Peers, Unit: "x", Limit: 1.2, Want: "<="}
+		add(t, c.ratioP50(), whyNil(c.ratioP50(), reason))
+
+		c, a := get(r, "c", "apply-add"), get(r, "a", "kernel-add-pipelined")
+		var v *float64
+		if c.measured() && c.Status == StatusOK && a.measured() {
+			v = ptr(c.perRoute() / a.perRoute())
+		}
+		reason = why(c)
+		if reason == "" {
+			reason = "(a): " + why(a)
+		}
+		add(Target{Name: fmt.Sprintf("ApplyRoutes of %s adds, (c) over (a) pipelined", group(float64(r.Peers))), N: r.Peers, Unit: "x", Limit: 2, Want: "<="},
+			v, whyNil(v, reason))
+
+		if r.Peers == 255 {
+			c = get(r, "c", "apply-add")
+			v = nil
+			if c.measured() && c.Status == StatusOK {
+				v = ptr(c.Seconds * 1e3)
+			}
+			add(Target{Name: "ApplyRoutes of 255 adds, (c)", N: r.Peers, Unit: "ms", Limit: 5, Want: "<"}, v, whyNil(v, why(c)))
+			for _, id := range []string{"inject-sequential", "reinject-sequential"} {
+				c = get(r, "c", id)
+				v = nil
+				if c.measured() && c.Status == StatusOK {
+					v = ptr(c.Seconds * 1e3)
+				}
+				add(Target{Name: workload(id).Title(255, 0) + " of 255 peers, (c)", N: r.Peers, Unit: "ms", Limit: 30, Want: "<"}, v, whyNil(v, why(c)))
+			}
+		}
+		for _, p := range []struct {
+			name  string
+			limit float64
+		}{{"quilt-route-helper", 10}, {"quilt-runtime", 40}} {
+			v = nil
+			detail := ""
+			if r.Peers < 65535 {
+				detail = "the target is for 65,536 routes"
+			}
+			if s := r.system("c"); s != nil {
+				for _, pr := range s.Processes {
+					if pr.Name == p.name && pr.PeakRSSKiB > 0 {
+						v = ptr(float64(pr.PeakRSSKiB) / 1024)
+					}
+				}
+			}
+			if v == nil {
+				detail = ""
+			}
+			add(Target{Name: "peak RSS of " + p.name + ", (c)", N: r.Peers, Unit: "MiB", Limit: p.limit, Want: "<"}, v, detail)
+		}
+	}
+	return ts
+}
+
+func (r *Result) ratioP50() *float64 {
+	if r == nil {
+		return nil
+	}
+	return r.P50COverB
+}
+
+func whyNil(v *float64, why string) string {
+	if v != nil {
+		return ""
+	}
+	return strings.TrimSpace(why)
+}
+
+// WriteText prints the report as tables for a terminal.
+func (rep *Report) WriteText(w io.Writer) error {
+	m, s := rep.Machine, rep.Settings
+	var b strings.Builder
+	fmt.Fprintf(&b, "quilt-bench  %s, took %s\n", rep.Started.UTC().Format("2006-01-02 15:04 UTC"), (time.Duration(rep.Seconds * 1e9)).Round(time.Second))
+	fmt.Fprintf(&b, "machine   %s, %d cores, %d MiB; %s, kernel %s; runner %s, GOMAXPROCS %d\n", m.CPU, m.Cores, m.MemTotalMiB, m.OS, m.Kernel, m.GoVersion, m.GOMAXPROCS)
+	fmt.Fprintf(&b, "          load average %.2f at the start, %.2f at the end (other work on the machine skews every figure)\n", m.LoadStart[0], m.LoadEnd[0])
+	fmt.Fprintf(&b, "settings  cluster %s, node subnet %s (never routed), dev %s; %d concurrent clients; %d messages per sendmsg in (a)'s pipelined rows;\n",
+		s.Cluster, s.NodeSubnet, s.Interface, s.Clients, s.KernelBatch)
+	fmt.Fprintf(&b, "          ApplyRoutes: %d changes per message; each workload stops after %s; (b) and (c) run --resync-interval %s\n",
+		s.ApplyChunk, time.Duration(s.PhaseLimit*1e9), time.Duration(s.ResyncInterval*1e9))
+	b.WriteString("systems   (a) kernel floor: raw rtnetlink from the runner, in its own namespace with vxlan100\n")
+	b.WriteString("          (b) one process: quilt-bench-single as root, gRPC + state file + rtnetlink (no helper hop)\n")
+	b.WriteString("          (c) privilege-separated: quilt-runtime (unprivileged uid) -> Unix socket -> quilt-route-helper (nobody, CAP_NET_ADMIN only)\n")
+	b.WriteString("          routes/s and time cover the whole workload; p50/p99 are per RPC (per message for (a)) as the client saw it;\n")
+	b.WriteString("          c/a and c/b: (c)'s time per route over (a)'s (one-ack rows for the per-RPC workloads, pipelined rows for ApplyRoutes) and (b)'s\n")
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	for _, r := range rep.Runs {
+		if err := r.writeText(w, s.Clients); err != nil {
+			return err
+		}
+	}
+	if len(rep.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets (read off the tables above; not asserted anywhere)")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range rep.Targets {
+			val, verdict := "-", "not measured"
+			if t.Value != nil {
+				val = fmtValue(*t.Value, t.Unit)
+				verdict = map[bool]string{true: "met", false: "MISSED"}[*t.Met]
+			}
+			if t.Detail != "" {
+				verdict += " (" + t.Detail + ")"
+			}
+			fmt.Fprintf(tw, "  N=%s\t%s\t%s\ttarget %s %s\t%s\n", group(float64(t.N)), t.Name, val, t.Want, fmtValue(t.Limit, t.Unit), verdict)
+		}
+		tw.Flush()
+	}
+	if rep.Error != "" {
+		fmt.Fprintf(w, "\nthe run stopped early: %s\n", rep.Error)
+	}
+	return nil
+}
+
+func (r *Scale) writeText(w io.Writer, clients int) error {
+	fmt.Fprintf(w, "\nN = %s peers", group(float64(r.Peers)))
+	if r.Note != "" {
+		fmt.Fprintf(w, " (%s)", r.Note)
+	}
+	fmt.Fprintln(w)
+	t := &table{right: []bool{false, false, true, true, true, true, true, true, true, true}}
+	t.add("workload", "system", "routes", "time", "routes/s", "p50", "p99", "c/a", "c/b", "c/b p50")
+	for _, wl := range Workloads {
+		first := true
+		for _, s := range r.Systems {
+			res := s.result(wl.ID)
+			if res == nil {
+				continue
+			}
+			title := ""
+			if first {
+				title, first = wl.Title(r.Peers, clients), false
+			}
+			if !res.measured() {
+				detail := res.Status
+				if res.Detail != "" {
+					detail += ": " + clip(res.Detail, 100)
+				}
+				t.span(detail, title, "("+s.ID+")")
+				continue
+			}
+			routes := group(float64(res.Routes))
+			if res.Status == StatusPartial {
+				routes = fmt.Sprintf("%s of %s", routes, group(float64(res.Of)))
+			}
+			t.add(title, "("+s.ID+")", routes, fmtDur(res.Seconds), group(res.RoutesPerSec), fmtMs(res.P50Ms), fmtMs(res.P99Ms),
+				fmtX(res.COverA), fmtX(res.COverB), fmtX(res.P50COverB))
+		}
+	}
+	if err := t.write(w); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range r.Systems {
+		for _, p := range s.Processes {
+			fmt.Fprintf(tw, "  (%s) %s\tpeak RSS %s\tGOMAXPROCS %d (%s)\tuid %d, CapEff %s\t%s\n", s.ID, p.Name,
+				fmtValue(float64(p.PeakRSSKiB)/1024, "MiB"), p.GOMAXPROCS, p.GOMAXPROCSFrom, p.UID, p.CapEff, p.GoVersion)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range r.Systems {
+		if s.Error != "" {
+			fmt.Fprintf(w, "  (%s) stopped early: %s\n", s.ID, s.Error)
+		}
+	}
+	return nil
+}
+
+// table lines up cells in columns; a row may end in a text that spans the
+// columns after its cells and takes no part in their widths.
+type table struct {
+	right []bool // right-aligned columns
+	rows  []row
+}
+
+type row struct {
+	cells []string
+	span  string
+}
+
+func (t *table) add(cells ...string)            { t.rows = append(t.rows, row{cells: cells}) }
+func (t *table) span(s string, cells ...string) { t.rows = append(t.rows, row{cells: cells, span: s}) }
+
+func (t *table) write(w io.Writer) error {
+	var width []int
+	for _, r := range t.rows {
+		for i, c := range r.cells {
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range t.rows {
+		var line strings.Builder
+		for i, c := range r.cells {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i > 0 {
+				line.WriteString("  ")
+			}
+			if i < len(t.right) && t.right[i] {
+				line.WriteString(pad + c)
+			} else {
+				line.WriteString(c + pad)
+			}
+		}
+		if r.span != "" {
+			line.WriteString("  " + r.span)
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func fmtValue(v float64, unit string) string {
+	switch unit {
+	case "x":
+		return fmt.Sprintf("%.2fx", v)
+	case "ms":
+		return fmtDur(v / 1e3)
+	}
+	return fmt.Sprintf("%.1f %s", v, unit)
+}
+
+func fmtX(v *float64) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%.2fx", *v)
+}
+
+func fmtMs(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmtDur(*v / 1e3)
+}
+
+// fmtDur shows seconds with three significant digits in a fitting unit.
+func fmtDur(sec float64) string {
+	switch {
+	case sec < 1e-3:
+		return sig3(sec*1e6) + "µs"
+	case sec < 1:
+		return sig3(sec*1e3) + "ms"
+	}
+	return sig3(sec) + "s"
+}
+
+func sig3(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// group rounds to an integer with thousands separators: 65535 is 65,535.
+func group(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 0, 64)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
