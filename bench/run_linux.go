@@ -337,7 +337,7 @@ func (r *runner) privsep(ctx context.Context, s *System, ns string, plan Plan, l
 	}
 	helper, err := startProc(ns, HelperBin, r.bins[HelperBin], filepath.Join(dir, "helper.log"),
 		[]string{"setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", socketGID), "--clear-groups",
-			"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--"},
+			"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"},
 		"--socket", sock, "--allow-uid", fmt.Sprint(frontendUID), "--cluster-cidr", Cluster.String(),
 		"--node-prefix-len", fmt.Sprint(NodePrefixLen), "--allowed-interface", Device)
 	if err != nil {

@@ -276,19 +276,19 @@ func (h *HelperClient) read(ctx context.Context, reqs []wire.Record, part bool) 
 	return recs, nil
 }
 
-// Watch asks the helper for a hello every interval until ctx ends, and
+// watch asks the helper for a hello every interval until ctx ends, and
 // reports each change of its health (nil: up). It also keeps the
 // connection from idling out.
-func (h *HelperClient) Watch(ctx context.Context, interval time.Duration, log *slog.Logger, report func(error)) {
+func watch(ctx context.Context, h RouteHelper, socket string, interval time.Duration, log *slog.Logger, report func(error)) {
 	healthy := -1
 	for {
 		err := h.Hello(ctx)
 		if now := map[bool]int{true: 1, false: 0}[err == nil]; now != healthy {
 			healthy = now
 			if err != nil {
-				log.Warn("route helper unavailable", "socket", h.Path, "err", err)
+				log.Warn("route helper unavailable", "socket", socket, "err", err)
 			} else {
-				log.Info("route helper connected", "socket", h.Path)
+				log.Info("route helper connected", "socket", socket)
 			}
 			report(err)
 		}

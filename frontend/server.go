@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,9 @@ type Config struct {
 	ResyncInterval         time.Duration // between comparisons of desired and installed routes
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
 	MaxConns               int           // connections served at once per listener
+	// Helper, if set, is used instead of a HelperClient on HelperSocket:
+	// for a benchmark's single-process baseline, never in the product.
+	Helper RouteHelper
 	Version                string
 	Log                    *slog.Logger
 }
@@ -213,8 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg.Log.Info("state loaded", "path", store.Path(), "subnet", snap.Subnet, "allocations", len(snap.Allocations), "routes", len(snap.Routes))
 
-	helper := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
-	defer helper.Close()
+	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
+	defer client.Close()
+	helper := cmp.Or[RouteHelper](cfg.Helper, client)
 	svc := &Service{Policy: cfg.Policy, Helper: helper, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
 	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
 	hs := health.NewServer()
@@ -240,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
-	go helper.Watch(bg, 5*time.Second, cfg.Log, report)
+	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
 	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -259,7 +264,8 @@ func Run(ctx context.Context, cfg Config) error {
 			srv.Stop()
 			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
 		}
-		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "")
+		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "",
+			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))
 		go func() { errc <- srv.Serve(netutil.LimitListener(nl, cmp.Or(cfg.MaxConns, DefaultMaxConns))) }()
 	}
 	select {

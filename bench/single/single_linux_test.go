@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/frontend"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 )
@@ -19,9 +20,9 @@ func TestRefusesOutsideItsNamespace(t *testing.T) {
 	for _, ns := range []string{"", "quilt-bench-no-such-namespace"} {
 		dir := t.TempDir()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := Serve(ctx, Config{Addr: "127.0.0.1:0", Netns: ns, StateDir: dir, ResyncInterval: time.Second, Table: 254, Proto: 81,
+		err := Serve(ctx, Config{Netns: ns, Config: frontend.Config{Addrs: []string{"127.0.0.1:0"}, StateDir: dir, ResyncInterval: time.Second,
 			Offsets: ipam.DefaultOffsets, Log: slog.New(slog.DiscardHandler),
-			Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.0.0.0/8"), PrefixLen: 24, Interfaces: []string{"vxlan100"}}})
+			Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.0.0.0/8"), PrefixLen: 24, Interfaces: []string{"vxlan100"}}}})
 		cancel()
 		if !errors.Is(err, ErrNetns) {
 			t.Errorf("--netns %q: %v, want ErrNetns", ns, err)

@@ -5,27 +5,16 @@ package single
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"runtime"
-	"time"
 
-	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
+	"github.com/quiltmesh/quilt-runtime/frontend"
 )
 
 // Config is what the baseline server is started with.
 type Config struct {
-	Addr           string
-	Policy         policy.Policy
-	StateDir       string
-	Offsets        ipam.Offsets
-	ResyncInterval time.Duration
-	Table          uint32
-	Proto          uint8
-	Netns          string
-	AllowAnyNetns  bool
-	Version        string
-	Log            *slog.Logger
+	frontend.Config
+	Netns         string
+	AllowAnyNetns bool
 }
 
 // Serve needs Linux rtnetlink.

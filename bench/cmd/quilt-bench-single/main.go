@@ -29,7 +29,7 @@ func main() {
 }
 
 // run takes quilt-runtime's flags that shape the work (policy, state,
-// IPAM, resync, logging) and the helper's table and route protocol.
+// IPAM, resync, logging).
 func run(args []string) error {
 	fs := flag.NewFlagSet("quilt-bench-single", flag.ContinueOnError)
 	var cfg single.Config
@@ -44,8 +44,6 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", 10*time.Second, "how often desired routes are compared with the kernel's and repaired")
 	gateway := fs.String("gateway", "1", "the gateway's host number in the node subnet")
 	ipRange := fs.String("ip-range", "10-254", "host numbers containers get addresses from, FIRST-LAST")
-	table := fs.Uint("table", 254, "routing table, 1-4294967295 (254 is main)")
-	proto := fs.Uint("route-protocol", 81, "route protocol number, 1-255, marking routes as ours")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.Netns, "netns", "", "the named network namespace (ip netns) this process must be in; it refuses to start elsewhere (required)")
 	if err := fs.Parse(args); err != nil {
@@ -64,19 +62,15 @@ func run(args []string) error {
 	if cfg.Offsets.First, cfg.Offsets.Last, err = ipam.ParseRange(*ipRange); err != nil {
 		return fmt.Errorf("--ip-range: %w", err)
 	}
-	switch {
-	case cfg.StateDir == "":
+	if cfg.StateDir == "" {
 		return fmt.Errorf("--state-dir is required")
-	case *proto < 1 || *proto > 255 || *table < 1 || *table > 1<<32-1:
-		return fmt.Errorf("--route-protocol must be 1-255 and --table 1-4294967295")
 	}
-	cfg.Table, cfg.Proto = uint32(*table), uint8(*proto)
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(strings.TrimSpace(*level))); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-	cfg.Addr, cfg.Version = *addr, "bench"
+	cfg.Addrs, cfg.Version, cfg.HelperTimeout, cfg.MaxConns = []string{*addr}, "bench", 2*time.Second, 128
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return single.Serve(ctx, cfg)
