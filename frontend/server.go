@@ -47,9 +47,9 @@ type Config struct {
 	MaxConns               int           // connections served at once per listener
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
-	Helper RouteHelper
-	Version                string
-	Log                    *slog.Logger
+	Helper  RouteHelper
+	Version string
+	Log     *slog.Logger
 }
 
 // Listener is a parsed --grpc-addr.

@@ -64,6 +64,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
    quiltctl inject-route --via vxlan100 10.42.2.0/24
    quiltctl remove-route 10.42.2.0/24
    quiltctl routes
+   quiltctl apply-routes --via vxlan100 +10.42.2.0/24 -10.42.3.0/24
+   quiltctl sync-routes -f peers.txt
    quiltctl allocate web-1
    quiltctl -o json allocations
    quiltctl status
@@ -110,6 +112,46 @@ Shell completion: source <(quiltctl completion bash)`,
 				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
 					return c.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: cc.Args().First()})
 				})},
+			{Name: "apply-routes", ArgsUsage: "+DESTINATION|-DESTINATION ...", Usage: "add (+) and remove (-) many routes in one call (ApplyRoutes)",
+				Description: "Example: quiltctl apply-routes --via vxlan100 +10.42.2.0/24 +10.42.3.0/24 -10.42.4.0/24\n" +
+					"   With -f FILE (- for standard input), one change per line in the same form.",
+				Flags: batchFlags,
+				Action: func(cc *cli.Context) error {
+					changes, err := readChanges(cc, true)
+					if err != nil {
+						return err
+					}
+					return batch(cc, func(ctx context.Context, c quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error) {
+						st, err := c.ApplyRoutes(ctx)
+						for i := 0; err == nil && i < len(changes); i += frontend.MaxChangesPerMessage {
+							err = st.Send(&quiltpb.ApplyRoutesRequest{Changes: changes[i:min(len(changes), i+frontend.MaxChangesPerMessage)]})
+						}
+						if err != nil {
+							return nil, err
+						}
+						return st.CloseAndRecv()
+					})
+				}},
+			{Name: "sync-routes", ArgsUsage: "DESTINATION ...", Usage: "declare the complete set of peer routes; others are removed (SyncRoutes)",
+				Description: "Example: quiltctl sync-routes --via vxlan100 10.42.2.0/24 10.42.3.0/24\n" +
+					"   With -f FILE (- for standard input), one destination per line. No destination at all removes every route.",
+				Flags: batchFlags,
+				Action: func(cc *cli.Context) error {
+					routes, err := readChanges(cc, false)
+					if err != nil {
+						return err
+					}
+					return batch(cc, func(ctx context.Context, c quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error) {
+						st, err := c.SyncRoutes(ctx)
+						for i := 0; err == nil && i < len(routes); i += frontend.MaxChangesPerMessage {
+							err = st.Send(&quiltpb.SyncRoutesRequest{Routes: routes[i:min(len(routes), i+frontend.MaxChangesPerMessage)]})
+						}
+						if err != nil {
+							return nil, err
+						}
+						return st.CloseAndRecv()
+					})
+				}},
 			{Name: "routes", Usage: "desired routes beside the kernel's, and which differ (ListRoutes)",
 				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
 					return c.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
@@ -159,6 +201,78 @@ Shell completion: source <(quiltctl completion bash)`,
 				}},
 		},
 	}
+}
+
+var batchFlags = []cli.Flag{
+	&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface of the routes added"},
+	&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the changes from this file, one per line (- for standard input)"},
+}
+
+// readChanges takes the changes from the arguments or --file: for an
+// apply, +DESTINATION adds and -DESTINATION removes; for a sync, each is a
+// destination to route.
+func readChanges(cc *cli.Context, apply bool) ([]*quiltpb.RouteChange, error) {
+	words := cc.Args().Slice()
+	if f := cc.String("file"); f != "" {
+		var b []byte
+		var err error
+		if f == "-" {
+			b, err = io.ReadAll(cc.App.Reader)
+		} else {
+			b, err = os.ReadFile(f)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--file: %w", err)
+		}
+		words = append(words, strings.Fields(string(b))...)
+	}
+	out := make([]*quiltpb.RouteChange, 0, len(words))
+	for _, w := range words {
+		c := &quiltpb.RouteChange{Destination: w, ViaInterface: cc.String("via")}
+		if apply {
+			switch {
+			case strings.HasPrefix(w, "+"):
+				c.Destination = w[1:]
+			case strings.HasPrefix(w, "-"):
+				c.Destination, c.ViaInterface = w[1:], ""
+			default:
+				return nil, fmt.Errorf("change %q: want +DESTINATION to add or -DESTINATION to remove", w)
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// batch runs a batch RPC and reports it: a summary and each failure, or
+// the JSON answer; exit 1 if any route failed.
+func batch(cc *cli.Context, rpc func(context.Context, quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error)) error {
+	return withConn(cc, cc.NArg(), func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := rpc(ctx, quiltpb.NewQuiltAdminClient(conn))
+		if err != nil {
+			return rpcError(err)
+		}
+		if cc.String("output") == "json" {
+			if err := show(cc, resp); err != nil {
+				return err
+			}
+		} else {
+			count := map[quiltpb.RouteResult]int{}
+			for _, r := range resp.Results {
+				count[r.Result]++
+				if r.Result == quiltpb.RouteResult_ROUTE_RESULT_FAILED {
+					fmt.Fprintf(cc.App.Writer, "failed  %s: %s\n", r.Destination, r.Error)
+				}
+			}
+			fmt.Fprintf(cc.App.Writer, "%d routes: %d created, %d unchanged, %d moved, %d deleted, %d failed\n", len(resp.Results),
+				count[quiltpb.RouteResult_ROUTE_RESULT_CREATED], count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED],
+				count[quiltpb.RouteResult_ROUTE_RESULT_MOVED], count[quiltpb.RouteResult_ROUTE_RESULT_DELETED], resp.Failed)
+		}
+		if resp.Failed > 0 {
+			return cli.Exit(fmt.Sprintf("%d of %d route changes failed", resp.Failed, len(resp.Results)), 1)
+		}
+		return nil
+	})
 }
 
 // answer is what every QuiltRuntime reply has.
