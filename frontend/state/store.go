@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -308,14 +310,23 @@ type RouteChange struct {
 }
 
 // ChangeRoutes applies changes to the desired routes in one transaction.
+// They are written in key order: bbolt inserts into an in-memory page that
+// is split only at commit, so keys in order are appended, and keys out of
+// order would be shifted in one by one (quadratic for a large batch).
 func (s *Store) ChangeRoutes(changes ...RouteChange) error {
+	type kv struct{ k, v []byte }
+	sorted := make([]kv, len(changes))
+	for i, c := range changes {
+		sorted[i] = kv{[]byte(c.Dst.String()), []byte(c.Ifname)}
+	}
+	slices.SortStableFunc(sorted, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
 	return s.update(func(_, _, routes *bolt.Bucket) error {
-		for _, c := range changes {
+		for _, c := range sorted {
 			var err error
-			if c.Ifname == "" {
-				err = routes.Delete([]byte(c.Dst.String()))
+			if len(c.v) == 0 {
+				err = routes.Delete(c.k)
 			} else {
-				err = routes.Put([]byte(c.Dst.String()), []byte(c.Ifname))
+				err = routes.Put(c.k, c.v)
 			}
 			if err != nil {
 				return err
