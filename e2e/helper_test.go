@@ -70,6 +70,25 @@ func TestHelperOwnership(t *testing.T) {
 		t.Fatalf("refused requests changed the table:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 
+	// Routes that cannot route: a covering unreachable route (as a host
+	// might keep for the whole cluster) leaves /24s free for ours; one for
+	// exactly a prefix at our metric is refused by the kernel (EEXIST);
+	// and our route beneath the covering one is found and removed.
+	run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
+	run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
+	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
+	if got := call(t, c, add("10.42.8.0/24", "vxlan100")); got.Status != wire.StatusKernel || got.Errno != uint32(unix.EEXIST) {
+		t.Fatalf("add over an exact blackhole route: %+v", got)
+	}
+	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultUnchanged)
+	want(t, call(t, c, del("10.42.7.0/24")), wire.StatusOK, wire.ResultDeleted)
+	want(t, call(t, c, del("10.42.7.0/24")), wire.StatusOK, wire.ResultAbsent)
+	if got := routes(t, ns, "type", "unreachable") + routes(t, ns, "type", "blackhole"); got != "unreachable 10.42.0.0/16 \nblackhole 10.42.8.0/24 \n" {
+		t.Fatalf("the routes that cannot route changed: %q", got)
+	}
+	run(t, "ip", "-n", ns, "route", "del", "unreachable", "10.42.0.0/16")
+	run(t, "ip", "-n", ns, "route", "del", "blackhole", "10.42.8.0/24")
+
 	// List: ours only.
 	want(t, call(t, c, add("10.42.3.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Encode())
