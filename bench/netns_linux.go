@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,57 +18,17 @@ import (
 )
 
 // netnsDir is where `ip netns` keeps named namespaces.
-const netnsDir = "/run/netns"
+const netnsDir = netns.Dir
 
 // namePrefix starts every namespace of a run: qbench<pid>-<system><n>.
 const namePrefix = "qbench"
 
-// inNetns runs fn on an OS thread that has entered the named network
-// namespace; sockets fn opens stay in that namespace. The thread is
-// locked by a goroutine of its own: if it cannot return to our namespace
-// it is never unlocked, so it dies with that goroutine instead of serving
-// other goroutines in the wrong namespace.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join(netnsDir, ns))
-		if err == nil {
-			err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
-			target.Close()
-		}
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
-			return // still locked: the thread ends with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNetns runs fn inside the named namespace (see internal/netns).
+var inNetns = netns.Do
 
 // dialIn opens a TCP connection from inside the namespace.
 func dialIn(ctx context.Context, ns, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := inNetns(ns, func() error {
-		var err error
-		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		return err
-	})
-	return c, err
+	return netns.Dial(ctx, ns, addr, 0)
 }
 
 // command runs a program to completion and returns its output; a failure

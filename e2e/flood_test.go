@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -54,7 +56,7 @@ func fds(t *testing.T, pid int) int {
 func metric(t *testing.T, ns, addr, name string) float64 {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, a string) (net.Conn, error) { return dialFromNetns(ns, a) }}}
+		DialContext: func(ctx context.Context, _, a string) (net.Conn, error) { return netns.Dial(ctx, ns, a, 0) }}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {

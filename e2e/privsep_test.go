@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+
 	"context"
 	"net"
 	"path/filepath"
@@ -129,7 +131,7 @@ func TestFrontendHelperDown(t *testing.T) {
 func dialInNetns(t *testing.T, ns, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialFromNetns(ns, a) }))
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return netns.Dial(ctx, ns, a, 0) }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -77,7 +79,7 @@ func (ca *pki) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []
 func dialWith(t *testing.T, ns, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds),
-		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialFromNetns(ns, a) }))
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return netns.Dial(ctx, ns, a, 0) }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package packaging_test
 
 import (
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,7 +254,7 @@ func TestUnitsRun(t *testing.T) {
 	// The frontend listens on the configured loopback address, inside the
 	// namespace: a real client dials it there.
 	conn, err := grpc.NewClient("passthrough:///"+env["QUILT_GRPC_ADDR"], grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialFromNetns(ns, addr) }))
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr, 0) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,32 +353,6 @@ func checkStatus(t *testing.T, pid int, want map[string]string) {
 			}
 		}
 	}
-}
-
-// dialFromNetns opens a TCP connection from inside the named namespace;
-// the socket keeps that namespace after the thread returns to its own.
-func dialFromNetns(ns, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, err
-	}
-	defer self.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("enter %s: %w", ns, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(fmt.Sprintf("cannot return to our network namespace: %v", err))
-		}
-	}()
-	return net.Dial("tcp", addr)
 }
 
 // Exit codes of the child modes.

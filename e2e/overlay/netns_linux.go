@@ -4,82 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
 )
 
 // netnsDir is where `ip netns` keeps named namespaces.
-const netnsDir = "/run/netns"
+const netnsDir = netns.Dir
 
-// inNetns runs fn on an OS thread that has entered the named network
-// namespace. Sockets fn opens belong to that namespace for good. The work
-// runs on a goroutine of its own: if the thread cannot return to our
-// namespace, it stays locked and ends with that goroutine, so it never
-// serves other goroutines in the wrong namespace.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join(netnsDir, ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("namespace %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
-			return // still locked: the thread exits with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// dialIn opens a TCP connection from inside the namespace.
-func dialIn(ctx context.Context, ns, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := inNetns(ns, func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
-		return err
-	})
-	return c, err
-}
-
-// listenIn opens a TCP listener inside the namespace.
-func listenIn(ns, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := inNetns(ns, func() error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
-	return l, err
-}
+// inNetns, dialIn and listenIn run fn, dial and listen inside the named
+// namespace (see internal/netns).
+var inNetns, dialIn, listenIn = netns.Do, netns.Dial, netns.Listen
 
 // setSysctls writes /proc/sys/net values inside the namespace: that part
 // of /proc/sys belongs to the network namespace of the thread that opens
