@@ -1,9 +1,8 @@
 # quilt-runtime networking. `make run` to try it, `make test` to check it.
 SHELL := /bin/bash
 GO ?= go
-# Pure Go everywhere: the helper changes capabilities on all threads
-# (syscall.AllThreadsSyscall), which cgo forbids, and static binaries
-# install anywhere.
+# Pure Go everywhere: static binaries install anywhere, and the helper
+# links no C.
 export CGO_ENABLED := 0
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
