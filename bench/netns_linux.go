@@ -90,36 +90,8 @@ func removeNetns(name string) error {
 }
 
 // sweepStale removes the namespaces of runs that were killed before they
-// could clean up: ours by name, and only those whose run (the pid in the
-// name) is gone.
-func sweepStale() ([]string, error) {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var swept []string
-	var errs []error
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), namePrefix)
-		pidText, _, dash := strings.Cut(rest, "-")
-		pid, perr := strconv.Atoi(pidText)
-		if !ok || !dash || perr != nil || pid <= 0 || pid == os.Getpid() {
-			continue
-		}
-		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
-			continue // that run is still going
-		}
-		if err := removeNetns(e.Name()); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		swept = append(swept, e.Name())
-	}
-	return swept, errors.Join(errs...)
-}
+// could clean up (see netns.SweepStale).
+func sweepStale() ([]string, error) { return netns.SweepStale(namePrefix, removeNetns) }
 
 // ourNamespaces lists the namespaces this process made and has not removed.
 func ourNamespaces() []string {

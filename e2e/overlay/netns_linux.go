@@ -124,33 +124,7 @@ func removeNetns(ctx context.Context, name string) (int, error) {
 const namePrefix = "qov"
 
 // sweepStale removes namespaces a run of this package left behind when it
-// was killed before it could clean up: ours by name, and only those whose
-// run (the pid in the name) no longer exists.
+// was killed before it could clean up (see netns.SweepStale).
 func sweepStale(ctx context.Context) ([]string, error) {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var swept []string
-	var errs []error
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), namePrefix)
-		pidText, _, dash := strings.Cut(rest, "-")
-		pid, perr := strconv.Atoi(pidText)
-		if !ok || !dash || perr != nil || pid <= 0 || pid == os.Getpid() {
-			continue
-		}
-		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
-			continue // that run is still going
-		}
-		if _, err := removeNetns(ctx, e.Name()); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		swept = append(swept, e.Name())
-	}
-	return swept, errors.Join(errs...)
+	return netns.SweepStale(namePrefix, func(name string) error { _, err := removeNetns(ctx, name); return err })
 }

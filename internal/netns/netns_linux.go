@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -70,4 +72,37 @@ func Listen(ns, addr string) (net.Listener, error) {
 		return err
 	})
 	return l, err
+}
+
+// SweepStale removes the named namespaces a killed run left behind: those
+// named prefix, then a pid, then a dash, whose pid is gone (never this
+// process's, never a live one's). remove deletes one; the names removed
+// are returned.
+func SweepStale(prefix string, remove func(name string) error) ([]string, error) {
+	entries, err := os.ReadDir(Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var swept []string
+	var errs []error
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		pidText, _, dash := strings.Cut(rest, "-")
+		pid, perr := strconv.Atoi(pidText)
+		if !ok || !dash || perr != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue // that run is still going
+		}
+		if err := remove(e.Name()); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		swept = append(swept, e.Name())
+	}
+	return swept, errors.Join(errs...)
 }

@@ -23,3 +23,6 @@ func Dial(context.Context, string, string, time.Duration) (net.Conn, error) { re
 
 // Listen is not implemented beyond Linux.
 func Listen(string, string) (net.Listener, error) { return nil, errNotLinux }
+
+// SweepStale is not implemented beyond Linux.
+func SweepStale(string, func(string) error) ([]string, error) { return nil, errNotLinux }
