@@ -62,7 +62,7 @@ func TestHelperUnderAttack(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			if _, err := exchange(c, wire.Record{Op: wire.OpHello, Tag: 1}.Encode()); err != nil {
+			if _, err := exchange(c, wire.Record{Op: wire.OpHello, Tag: 1}.Append(nil)); err != nil {
 				refusedOK.Add(1) // closed without an answer
 			}
 		})

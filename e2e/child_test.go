@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/helper"
+	"github.com/quiltmesh/quilt-runtime/shared/policy"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -37,7 +38,7 @@ func child(mode string) int {
 			return childFailed
 		}
 		defer c.Close()
-		recs, err := exchange(c, wire.Record{Op: wire.OpHello, Tag: 7}.Encode())
+		recs, err := exchange(c, wire.Record{Op: wire.OpHello, Tag: 7}.Append(nil))
 		if errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
 			return childRefused
 		}
@@ -49,17 +50,18 @@ func child(mode string) int {
 	case "netlink-add":
 		// Without CAP_NET_ADMIN the kernel itself must refuse a route add.
 		dst, ifname, _ := strings.Cut(arg, ":")
-		r, err := helper.OpenRoutes()
+		pol := policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{ifname}}
+		r, err := helper.OpenRoutes(pol)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "open:", err)
 			return childFailed
 		}
-		errs := []error{nil}
-		r.Apply([]wire.Record{{Op: wire.OpAdd, Dst: netip.MustParsePrefix(dst), Ifname: ifname}}, errs)
-		if err = errs[0]; errors.Is(err, unix.EPERM) {
+		reqs := []wire.Record{{Op: wire.OpAdd, Dst: netip.MustParsePrefix(dst), Ifname: ifname}}
+		r.Apply(reqs)
+		if reqs[0].Status == wire.StatusKernel && reqs[0].Errno == uint32(unix.EPERM) {
 			return childOK
 		}
-		fmt.Fprintln(os.Stderr, "want EPERM, got:", err)
+		fmt.Fprintf(os.Stderr, "want EPERM, got: %+v\n", reqs[0])
 		return childFailed
 	case "hostile":
 		return hostile(arg)
@@ -121,7 +123,7 @@ func hostile(arg string) int {
 		select {}
 	case "noread":
 		c := dial()
-		hello := wire.Record{Op: wire.OpHello}.Encode()
+		hello := wire.Record{Op: wire.OpHello}.Append(nil)
 		sent := 0
 		for {
 			c.SetWriteDeadline(time.Now().Add(2 * time.Second))

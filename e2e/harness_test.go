@@ -277,7 +277,7 @@ func exchange(c *net.UnixConn, msg []byte) ([]wire.Record, error) {
 // call sends one request record and returns the final reply.
 func call(t *testing.T, c *net.UnixConn, req wire.Record) wire.Record {
 	t.Helper()
-	recs, err := exchange(c, req.Encode())
+	recs, err := exchange(c, req.Append(nil))
 	if err != nil {
 		t.Fatalf("%v %v %q: %v", req.Op, req.Dst, req.Ifname, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,10 +52,10 @@ func TestHelperOwnership(t *testing.T) {
 	}
 	// Present, ours, same interface: no change.
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultUnchanged)
-	// Present, ours, other interface: replaced in place.
-	want(t, call(t, c, add("10.42.2.0/24", "vxlan200")), wire.StatusOK, wire.ResultReplaced)
+	// Present, ours, other interface: moved (added beside, then the old deleted).
+	want(t, call(t, c, add("10.42.2.0/24", "vxlan200")), wire.StatusOK, wire.ResultMoved)
 	if got, exp := ours(), "10.42.2.0/24 dev vxlan200 scope link \n"; got != exp {
-		t.Fatalf("after replace, our routes:\n%s\nwant:\n%s", got, exp)
+		t.Fatalf("after the move, our routes:\n%s\nwant:\n%s", got, exp)
 	}
 
 	// Foreign routes: one exactly like ours but static, one with a metric.
@@ -72,14 +73,12 @@ func TestHelperOwnership(t *testing.T) {
 
 	// Routes that cannot route: a covering unreachable route (as a host
 	// might keep for the whole cluster) leaves /24s free for ours; one for
-	// exactly a prefix at our metric is refused by the kernel (EEXIST);
-	// and our route beneath the covering one is found and removed.
+	// exactly a prefix is a route that is not ours there (conflict); and
+	// our route beneath the covering one is found and removed.
 	run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
 	run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
-	if got := call(t, c, add("10.42.8.0/24", "vxlan100")); got.Status != wire.StatusKernel || got.Errno != uint32(unix.EEXIST) {
-		t.Fatalf("add over an exact blackhole route: %+v", got)
-	}
+	want(t, call(t, c, add("10.42.8.0/24", "vxlan100")), wire.StatusConflict, wire.ResultNone)
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultUnchanged)
 	want(t, call(t, c, del("10.42.7.0/24")), wire.StatusOK, wire.ResultDeleted)
 	want(t, call(t, c, del("10.42.7.0/24")), wire.StatusOK, wire.ResultAbsent)
@@ -91,7 +90,7 @@ func TestHelperOwnership(t *testing.T) {
 
 	// List: ours only.
 	want(t, call(t, c, add("10.42.3.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
-	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Encode())
+	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Append(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +167,7 @@ func TestHelperPolicy(t *testing.T) {
 func TestHelperStrictDecoding(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 	_, sock := startHelper(t, ns, os.Getuid())
-	good := add("10.42.2.0/24", "vxlan100").Encode()
+	good := add("10.42.2.0/24", "vxlan100").Append(nil)
 	mutate := func(f func(b []byte)) []byte {
 		b := append([]byte(nil), good...)
 		f(b)
@@ -207,8 +206,12 @@ func TestHelperStrictDecoding(t *testing.T) {
 		{"short", good[:wire.Size-1], wire.StatusBadSize},
 		{"long", append(append([]byte(nil), good...), 0), wire.StatusBadSize},
 		{"huge", make([]byte, 4096), wire.StatusBadSize},
-		{"version 2", mutate(func(b []byte) { b[0] = 2 }), wire.StatusBadVersion},
+		{"version 1", mutate(func(b []byte) { b[0] = 1 }), wire.StatusBadVersion},
+		{"version 3", mutate(func(b []byte) { b[0] = 3 }), wire.StatusBadVersion},
 		{"version 0", mutate(func(b []byte) { b[0] = 0 }), wire.StatusBadVersion},
+		// A batch whose later record has another version: its earlier,
+		// valid records are not carried out either.
+		{"version 1 after a valid add", append(append([]byte(nil), good...), mutate(func(b []byte) { b[0] = 1 })...), wire.StatusBadVersion},
 	} {
 		c := dialHelper(t, sock)
 		recs, err := exchange(c, tc.msg)
@@ -250,7 +253,7 @@ func TestHelperPeerCredentials(t *testing.T) {
 	}
 	// The test's own uid (root) is not on the list either.
 	c := dialHelper(t, sock)
-	if _, err := exchange(c, wire.Record{Op: wire.OpHello}.Encode()); err == nil {
+	if _, err := exchange(c, wire.Record{Op: wire.OpHello}.Append(nil)); err == nil {
 		t.Fatal("root was served though not on the allow list")
 	}
 	waitFor(t, h, func() bool {
@@ -273,31 +276,35 @@ func TestHelperCapabilities(t *testing.T) {
 	checkProcStatus(t, h.cmd.Process.Pid, nobody)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 
-	// Any more than that fails closed: full root; root's uid with only
-	// CAP_NET_ADMIN; another capability beside it; no no_new_privs.
+	// Any more than that fails closed, naming the field of /proc/self/status
+	// that is wrong: full root; root's uid or gid with only CAP_NET_ADMIN;
+	// supplementary groups (root, disk, shadow); another capability beside
+	// it; a wider bounding set; no no_new_privs; and no CAP_NET_ADMIN.
 	bin := filepath.Join(binDir, "quilt-route-helper")
-	for name, setpriv := range map[string][]string{
-		"full root":          nil,
-		"uid 0":              {"setpriv", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"},
-		"gid 0":              {"setpriv", "--reuid=65534", "--regid=0", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--no-new-privs", "--"},
-		"CAP_NET_RAW beside": {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw", "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs", "--"},
-		"bounding set wider": {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin,+sys_admin", "--no-new-privs", "--"},
-		"no no_new_privs":    {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin", "--"},
+	caps := []string{"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin"}
+	asNobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
+	for _, tc := range []struct {
+		name, field string
+		setpriv     []string
+	}{
+		{"full root", `Uid is "0\t0\t0\t0"`, nil},
+		{"uid 0", `Uid is "0\t0\t0\t0"`, slices.Concat([]string{"setpriv"}, caps, []string{"--no-new-privs", "--"})},
+		{"gid 0", `Gid is "0\t0\t0\t0"`, slices.Concat([]string{"setpriv", "--reuid=65534", "--regid=0", "--clear-groups"}, caps, []string{"--no-new-privs", "--"})},
+		{"supplementary groups", `Groups is "0 6 42"`, slices.Concat([]string{"setpriv", "--reuid=65534", "--regid=65534", "--groups=0,6,42"}, caps, []string{"--no-new-privs", "--"})},
+		{"CAP_NET_RAW beside", `CapPrm is "0000000000003000"`, slices.Concat(asNobody, []string{"--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw", "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs", "--"})},
+		{"bounding set wider", `CapBnd is "0000000000201000"`, slices.Concat(asNobody, []string{"--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin,+sys_admin", "--no-new-privs", "--"})},
+		{"no no_new_privs", `NoNewPrivs is "0"`, slices.Concat(asNobody, caps, []string{"--"})},
+		{"no CAP_NET_ADMIN", `CapEff is "0000000000000000"`, unprivileged(nobody)},
 	} {
 		sock := filepath.Join(socketDir(t, nobody), "refused.sock")
-		p := start(t, ns, setpriv, bin, "--socket", sock, "--allow-uid", "0")
-		if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "CAP_NET_ADMIN is required, as the only capability") || !strings.Contains(p.Output(), "CapBnd") {
-			t.Errorf("%s: exit %v, output %q", name, err, p.Output())
+		p := start(t, ns, tc.setpriv, bin, "--socket", sock, "--allow-uid", "0")
+		err := p.wait(t, 10e9)
+		if err == nil || !strings.Contains(p.Output(), "refusing to run with more privileges than CAP_NET_ADMIN") || !strings.Contains(p.Output(), tc.field) {
+			t.Errorf("%s: exit %v, output %q; want it refused, naming %s", tc.name, err, p.Output(), tc.field)
 		}
 		if _, err := os.Stat(sock); err == nil {
-			t.Errorf("%s: the socket was made before the check", name)
+			t.Errorf("%s: the socket was made before the check", tc.name)
 		}
-	}
-
-	// Without CAP_NET_ADMIN: refuses to start, and says why.
-	p := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-route-helper"), "--socket", filepath.Join(socketDir(t, nobody), "x.sock"), "--allow-uid", "0")
-	if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "CAP_NET_ADMIN is required") {
-		t.Fatalf("helper without CAP_NET_ADMIN: exit %v, output %q", err, p.Output())
 	}
 
 	// And the kernel's own answer without it is EPERM.
@@ -443,7 +450,7 @@ func TestHelperBatch(t *testing.T) {
 	if recs, err := exchange(c, more); err != nil || len(recs) != 60 {
 		t.Fatalf("60 more: %d answers, %v", len(recs), err)
 	}
-	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Encode())
+	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Append(nil))
 	if err != nil || len(recs) != 307+1 || recs[307].Result != wire.ResultDone {
 		t.Fatalf("list: %d records (want 307 routes and done), %v", len(recs), err)
 	}

@@ -187,9 +187,10 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 	}
 }
 
-// TestDriftRepair: a route of ours deleted by hand comes back within one
-// interval; a stray route with our protocol is removed; a foreign route on
-// a desired destination is reported and left untouched.
+// TestDriftRepair: a route of ours deleted by hand comes back at once (the
+// helper's watch); a stray route with our protocol is removed by the next
+// resync; a foreign route on a desired destination is reported and left
+// untouched.
 func TestDriftRepair(t *testing.T) {
 	n := newNode(t)
 	n.startFrontend(t)
@@ -211,9 +212,10 @@ func TestDriftRepair(t *testing.T) {
 	took = waitRoutes(t, n.ns, want, resync+2*time.Second)
 	t.Logf("stray route removed after %v", took)
 
-	// Replace ours for 10.42.3.0/24 by a static route: a conflict.
-	run(t, "ip", "-n", n.ns, "route", "del", "10.42.3.0/24")
-	run(t, "ip", "-n", n.ns, "route", "add", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
+	// Replace ours for 10.42.3.0/24 by a static route, in one request (a
+	// delete and then an add would race the repair of the delete): a
+	// conflict.
+	run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
 	foreign := routes(t, n.ns, "proto", "static")
 	deadline := time.Now().Add(resync + 3*time.Second)
 	var st *quiltpb.GetStatusResponse

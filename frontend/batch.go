@@ -135,6 +135,6 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 // batchResult names the helper's results in the batch RPCs' terms.
 var batchResult = map[wire.Result]quiltpb.RouteResult{
 	wire.ResultCreated: quiltpb.RouteResult_ROUTE_RESULT_CREATED, wire.ResultUnchanged: quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED,
-	wire.ResultReplaced: quiltpb.RouteResult_ROUTE_RESULT_MOVED, wire.ResultDeleted: quiltpb.RouteResult_ROUTE_RESULT_DELETED,
+	wire.ResultMoved: quiltpb.RouteResult_ROUTE_RESULT_MOVED, wire.ResultDeleted: quiltpb.RouteResult_ROUTE_RESULT_DELETED,
 	wire.ResultAbsent: quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED,
 }

@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,11 @@ type RouteHelper interface {
 	// Apply carries out changes and returns each one's result and error.
 	Apply(ctx context.Context, changes []Change) ([]wire.Result, []error)
 	List(ctx context.Context) ([]Route, error)
+	// Watch reports, until ctx ends or the watch breaks, what changes in
+	// the kernel other than by our own requests: the prefixes whose routes
+	// changed, or that every route must be compared (resync; the first
+	// report always is one).
+	Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error
 }
 
 // HelperClient speaks shared/wire to the helper over one Unix
@@ -106,7 +112,7 @@ func (h *HelperClient) List(ctx context.Context) ([]Route, error) {
 	var routes []Route
 	err := h.connect(h.deadline(ctx))
 	if err == nil {
-		err = h.write(ctx, req.Encode())
+		err = h.write(ctx, req.Append(nil))
 	}
 	for err == nil {
 		var recs []wire.Record
@@ -115,13 +121,57 @@ func (h *HelperClient) List(ctx context.Context) ([]Route, error) {
 		}
 		for _, r := range recs {
 			if r.Result != wire.ResultRoute { // the end: done, or an error
-				return routes, statusError(r)
+				return routes, StatusError(r)
 			}
 			routes = append(routes, Route{r.Dst, r.Ifname})
 		}
 	}
 	h.drop(err)
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// Watch opens a connection of its own, asks the helper to watch, and
+// reports each message of events it sends, until ctx ends or the
+// connection fails.
+func (h *HelperClient) Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.Path, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	req := wire.Record{Op: wire.OpWatch, Tag: 1}
+	c.SetWriteDeadline(time.Now().Add(h.Timeout))
+	if _, err := c.Write(req.Append(nil)); err != nil {
+		return fmt.Errorf("%w: watch: %w", ErrUnavailable, err)
+	}
+	buf := make([]byte, wire.MaxBatch*wire.Size+1)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return cmp.Or(ctx.Err(), fmt.Errorf("%w: watch: %w", ErrUnavailable, err))
+		}
+		recs, err := decodeReply(buf[:n], []wire.Record{req}, true)
+		if err != nil {
+			return fmt.Errorf("%w: watch: %w", ErrUnavailable, err)
+		}
+		resync := false
+		var changed []netip.Prefix
+		for _, r := range recs {
+			switch {
+			case r.Status != wire.StatusOK:
+				return fmt.Errorf("%w: watch refused: %w", ErrUnavailable, StatusError(r))
+			case r.Result == wire.ResultResync:
+				resync = true
+			case r.Result == wire.ResultChanged:
+				changed = append(changed, r.Dst)
+			default:
+				return fmt.Errorf("%w: watch: unexpected event %v", ErrUnavailable, r.Result)
+			}
+		}
+		report(resync, changed)
+	}
 }
 
 // do sends requests, MaxBatch to a message and up to window messages
@@ -153,7 +203,7 @@ func (h *HelperClient) do(ctx context.Context, reqs []wire.Record) ([]wire.Resul
 			break
 		}
 		for i, r := range recs {
-			res[got*wire.MaxBatch+i], errs[got*wire.MaxBatch+i] = r.Result, statusError(r)
+			res[got*wire.MaxBatch+i], errs[got*wire.MaxBatch+i] = r.Result, StatusError(r)
 		}
 		got++
 	}
@@ -169,9 +219,9 @@ func (h *HelperClient) do(ctx context.Context, reqs []wire.Record) ([]wire.Resul
 	return res, errs
 }
 
-// statusError turns a reply's status into an error: nil for ok, the
+// StatusError turns a reply's status into an error: nil for ok, the
 // wire.Status, and for kernel errors the errno too.
-func statusError(r wire.Record) error {
+func StatusError(r wire.Record) error {
 	switch {
 	case r.Status == wire.StatusOK:
 		return nil
@@ -215,7 +265,7 @@ func (h *HelperClient) connect(deadline time.Time) error {
 		h.conn = c
 		hello := wire.Record{Op: wire.OpHello, Tag: h.nextTag()}
 		var recs []wire.Record
-		if err = h.write(context.Background(), hello.Encode()); err == nil {
+		if err = h.write(context.Background(), hello.Append(nil)); err == nil {
 			recs, err = h.read(context.Background(), []wire.Record{hello}, false)
 		}
 		if err == nil && recs[0].Status != wire.StatusOK {
@@ -258,13 +308,24 @@ func (h *HelperClient) read(ctx context.Context, reqs []wire.Record, part bool) 
 	if err != nil {
 		return nil, err
 	}
-	if n%wire.Size != 0 || n == 0 || !part && n != len(reqs)*wire.Size {
-		return nil, fmt.Errorf("malformed reply: %d bytes for %d requests", n, len(reqs))
+	return decodeReply(h.buf[:n], reqs, part)
+}
+
+// decodeReply decodes one message answering reqs: as many records, with
+// their tags and ops, or for a list (part) or a watch any number of
+// records with its tag. A record of another protocol version says which.
+func decodeReply(b []byte, reqs []wire.Record, part bool) ([]wire.Record, error) {
+	if len(b)%wire.Size != 0 || len(b) == 0 || !part && len(b) != len(reqs)*wire.Size {
+		return nil, fmt.Errorf("malformed reply: %d bytes for %d requests", len(b), len(reqs))
 	}
-	recs := make([]wire.Record, n/wire.Size)
+	recs := make([]wire.Record, len(b)/wire.Size)
 	for i := range recs {
-		r, err := wire.Decode(h.buf[i*wire.Size : (i+1)*wire.Size])
+		r, err := wire.Decode(b[i*wire.Size : (i+1)*wire.Size])
 		want := reqs[min(i, len(reqs)-1)]
+		if errors.Is(err, wire.StatusBadVersion) {
+			return nil, fmt.Errorf("the route helper speaks protocol version %d, this quilt-runtime speaks %d: install the same release of both (%w)",
+				b[i*wire.Size], wire.Version, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("malformed reply: %w", err)
 		}

@@ -18,6 +18,11 @@ func (c *resyncCounters) count(r ResyncResult) {
 	if !r.OK() {
 		c.failed.Add(1)
 	}
+	c.countRepairs(r)
+}
+
+// countRepairs adds r's repairs, from a resync or from the watch.
+func (c *resyncCounters) countRepairs(r ResyncResult) {
 	c.added.Add(uint64(r.Added))
 	c.moved.Add(uint64(r.Moved))
 	c.removed.Add(uint64(r.Removed))

@@ -54,10 +54,7 @@ func (s *Service) Resync(ctx context.Context) ResyncResult {
 		s.Log.Warn("resync failed", "err", r.Err)
 		return r
 	}
-	have := make(map[netip.Prefix]string, len(owned))
-	for _, rt := range owned {
-		have[rt.Dst] = rt.Ifname
-	}
+	have := installed(owned)
 	r.Installed = len(have)
 	// What differs, seen without locks; most resyncs stop here.
 	want := s.Routes.All()
@@ -82,6 +79,21 @@ func (s *Service) Resync(ctx context.Context) ResyncResult {
 	level(msg, "added", r.Added, "moved", r.Moved, "removed", r.Removed, "conflicts", r.Conflicts, "failed", r.Failed,
 		"installed", r.Installed, "desired", s.Routes.Len(), "took", time.Since(r.Start).Round(time.Microsecond), "err", r.Err)
 	return r
+}
+
+// installed maps each destination to the interface of our route there;
+// where an older version left several, to all their names, so that it
+// differs from any desired interface and gets repaired.
+func installed(owned []Route) map[netip.Prefix]string {
+	have := make(map[netip.Prefix]string, len(owned))
+	for _, rt := range owned {
+		if was, ok := have[rt.Dst]; ok {
+			have[rt.Dst] = was + "," + rt.Ifname
+		} else {
+			have[rt.Dst] = rt.Ifname
+		}
+	}
+	return have
 }
 
 // repair brings the destinations in line in one helper batch, holding
@@ -124,7 +136,7 @@ func (s *Service) repair(ctx context.Context, differ []netip.Prefix, have map[ne
 			s.Log.Info(fmt.Sprintf("resync: re-added missing route %v dev %s", dst, want), "destination", dst, "dev", want, "result", res[i])
 		case res[i] == wire.ResultUnchanged && was == "":
 			r.Installed++ // an RPC added it since the list
-		case res[i] == wire.ResultReplaced:
+		case res[i] == wire.ResultMoved:
 			r.Moved++
 			s.Log.Info(fmt.Sprintf("resync: moved route %v from dev %s to dev %s", dst, was, want), "destination", dst, "dev", want, "was", was, "result", res[i])
 		case res[i] == wire.ResultDeleted:
@@ -150,6 +162,63 @@ func (s *Service) ResyncLoop(ctx context.Context, interval time.Duration, kick <
 		}
 		s.Resync(ctx)
 	}
+}
+
+// WatchLoop keeps a watch open on the helper until ctx ends, reconnecting
+// with backoff. A resync event (the first of every watch, and whenever the
+// helper lost track of the kernel) kicks a full resync; each desired route
+// the helper reports changed is repaired at once (RepairChanged).
+func (s *Service) WatchLoop(ctx context.Context, kick chan<- struct{}) {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := s.Helper.Watch(ctx, func(resync bool, changed []netip.Prefix) {
+			if resync {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
+			if len(changed) > 0 {
+				s.RepairChanged(ctx, changed)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > maxBackoff {
+			backoff = minBackoff // it ran a while: a new failure, not the same one
+		}
+		s.Log.Debug("route helper watch ended", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// RepairChanged repairs, at once, the desired routes among the prefixes
+// the helper reported changed, as a resync of just those would: a route
+// deleted by hand, moved by another daemon or flushed with its interface
+// is put back, and a foreign route that appeared is reported as a
+// conflict. Prefixes that are not desired are left to the periodic resync
+// (a route of ours there is stray; anything else is not ours to judge).
+func (s *Service) RepairChanged(ctx context.Context, changed []netip.Prefix) ResyncResult {
+	r := ResyncResult{Start: time.Now()}
+	var desired []netip.Prefix
+	for _, dst := range changed {
+		if _, ok := s.Routes.Get(dst); ok {
+			desired = append(desired, dst)
+		}
+	}
+	if len(desired) > 0 {
+		s.repair(ctx, desired, map[netip.Prefix]string{}, &r)
+	}
+	r.Duration = time.Since(r.Start)
+	s.counters.countRepairs(r)
+	return r
 }
 
 // LastResync returns the result of the last resync.

@@ -247,6 +247,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopBg()
 	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
 	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
+	go svc.WatchLoop(bg, kick)
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)

@@ -125,7 +125,7 @@ func (s *Service) inject(ctx context.Context, rawDst, rawIf string) error {
 	if err != nil {
 		return helperError("add", dst, ifname, err)
 	}
-	msg := map[wire.Result]string{wire.ResultCreated: "Added route", wire.ResultUnchanged: "Route already present", wire.ResultReplaced: "Moved route"}[res]
+	msg := map[wire.Result]string{wire.ResultCreated: "Added route", wire.ResultUnchanged: "Route already present", wire.ResultMoved: "Moved route"}[res]
 	s.Log.Info(fmt.Sprintf("%s: %v dev %s", msg, dst, ifname), "destination", dst, "dev", ifname, "result", res)
 	return nil
 }

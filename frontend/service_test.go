@@ -63,7 +63,7 @@ func (f *fakeHelper) add(dst netip.Prefix, ifname string) (wire.Result, error) {
 	case old == ifname:
 		return wire.ResultUnchanged, nil
 	}
-	return wire.ResultReplaced, nil
+	return wire.ResultMoved, nil
 }
 func (f *fakeHelper) delete(dst netip.Prefix) (wire.Result, error) {
 	f.mu.Lock()
@@ -76,6 +76,14 @@ func (f *fakeHelper) delete(dst netip.Prefix) (wire.Result, error) {
 	}
 	delete(f.routes, dst)
 	return wire.ResultDeleted, nil
+}
+
+// Watch reports one resync and then nothing: the fake kernel never
+// changes by itself.
+func (f *fakeHelper) Watch(ctx context.Context, report func(bool, []netip.Prefix)) error {
+	report(true, nil)
+	<-ctx.Done()
+	return ctx.Err()
 }
 func (f *fakeHelper) List(context.Context) ([]Route, error) {
 	f.mu.Lock()
@@ -259,7 +267,7 @@ func TestHelperClient(t *testing.T) {
 					if err != nil {
 						return
 					}
-					reqs, _, _ := wire.DecodeRequests(buf[:n])
+					reqs, _ := wire.DecodeRequests(buf[:n])
 					if _, ok := silent.Load(reqs[0].Op); ok {
 						continue
 					}
@@ -273,7 +281,7 @@ func TestHelperClient(t *testing.T) {
 						case wire.OpDelete:
 							rep.Status, rep.Errno = wire.StatusKernel, uint32(unix.EBUSY)
 						case wire.OpList: // a list in two messages: a route, then another and done
-							c.Write(wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}.Encode())
+							c.Write(wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}.Append(nil))
 							out = wire.Record{Op: wire.OpList, Tag: req.Tag, Result: wire.ResultRoute, Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"}.Append(out)
 							rep.Result = wire.ResultDone
 						}

@@ -1,56 +1,74 @@
 package helper
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"slices"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
-// Server answers route requests from allowed peers.
+// Server answers requests from allowed peers, and tells a watcher what
+// changes at the node subnets.
 type Server struct {
-	mu        sync.Mutex // one message's route operations at a time
-	Policy    policy.Policy
-	Routes    *Routes
-	AllowUIDs []uint32 // peers admitted by SO_PEERCRED uid
-	Log       *slog.Logger
+	Routes   *Routes
+	AllowUID uint32 // the peer admitted, by its SO_PEERCRED uid
+	Log      *slog.Logger
+
+	mu      sync.Mutex // guards Routes and watcher: one message at a time
+	watcher *watcher   // the newest watch, if any
 }
 
-// Listen returns the SOCK_SEQPACKET socket systemd handed over (LISTEN_PID,
-// LISTEN_FDS=1, fd 3), or else a new one at path with mode 0660, made so by
-// the umask rather than by a chmod after the fact.
+// Limits: connections served at once (later ones wait in the listen
+// backlog, so open descriptors stay bounded), and how long a connection
+// may idle or a write may block.
+const (
+	maxConns    = 16
+	idleTimeout = 30 * time.Second
+)
+
+// maxEvents is the most changed prefixes the watcher is told about one by
+// one; past that it is told to compare every route.
+const maxEvents = 4 * wire.MaxBatch
+
+// Listen returns the socket systemd handed over (fd 3, the first),
+// or else a new one at path with mode 0660, made so by the umask rather
+// than by a chmod after the fact.
 func Listen(path string) (*net.UnixListener, error) {
-	if os.Getenv("LISTEN_PID") == fmt.Sprint(os.Getpid()) {
+	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()) {
 		f := os.NewFile(3, "systemd-socket")
+		defer f.Close()
 		l, err := net.FileListener(f)
-		f.Close()
-		if ul, ok := l.(*net.UnixListener); ok && os.Getenv("LISTEN_FDS") == "1" && ul.Addr().Network() == "unixpacket" {
-			return ul, nil
+		ul, ok := l.(*net.UnixListener)
+		if err != nil || !ok || ul.Addr().Network() != "unixpacket" {
+			return nil, fmt.Errorf("socket activation: want fd 3 a Unix SOCK_SEQPACKET socket (%v)", err)
 		}
-		return nil, fmt.Errorf("socket activation: want LISTEN_FDS=1 and a Unix SOCK_SEQPACKET socket, got %q, %v (%v)", os.Getenv("LISTEN_FDS"), l, err)
+		return ul, nil
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path) // left by a helper that was killed
 	}
-	defer unix.Umask(unix.Umask(0o117))
+	old := unix.Umask(0o117)
+	defer unix.Umask(old)
 	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 }
 
-// Limits: connections served at once (later ones wait in the listen
-// backlog, so open descriptors stay bounded), and how long one may idle.
-const maxConns, idleTimeout = 16, 30 * time.Second
-
-// Serve accepts connections until l fails or is closed.
+// Serve accepts connections until l fails, and meanwhile keeps the view
+// current from the kernel's notifications. If those fail, it stops.
 func (s *Server) Serve(l *net.UnixListener) error {
+	go func() {
+		err := s.Routes.raw.Read(s.kernelChanged)
+		s.Log.Error("stopping: kernel notifications failed", "err", err)
+		l.Close()
+	}()
 	slots := make(chan struct{}, maxConns)
 	for {
 		slots <- struct{}{}
@@ -58,40 +76,59 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		if err != nil {
 			return err
 		}
-		go func() { s.serveConn(c); <-slots }()
+		go func() {
+			s.serveConn(c)
+			<-slots
+		}()
 	}
 }
 
-// serveConn checks the peer, then answers one request at a time until the
-// peer leaves, idles out, or breaks framing (wrong size or version).
+// kernelChanged runs whenever notifications are queued: the view catches
+// up, and the watcher learns what changed. It returns false, to be called
+// again.
+func (s *Server) kernelChanged(uintptr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.Routes.sync(); err != nil {
+		s.Log.Warn("route table view out of date", "err", err)
+	}
+	s.publish()
+	return false
+}
+
+// serveConn checks the peer, then answers one message at a time until the
+// peer leaves, idles out, breaks framing, or asks to watch.
 func (s *Server) serveConn(c *net.UnixConn) {
 	defer c.Close()
+	raw, _ := c.SyscallConn() // fails only on a closed connection, and then so does Control
 	var cred *unix.Ucred
-	raw, err := c.SyscallConn()
-	if err == nil {
-		raw.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
-	}
-	if err != nil || cred == nil {
+	var err error
+	cerr := raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err := cmp.Or(cerr, err); err != nil {
 		s.Log.Warn("refused connection: no peer credentials", "err", err)
 		return
 	}
 	peer := slog.Group("peer", "pid", cred.Pid, "uid", cred.Uid, "gid", cred.Gid)
-	if !slices.Contains(s.AllowUIDs, cred.Uid) {
+	if cred.Uid != s.AllowUID {
 		s.Log.Warn("refused connection: uid not allowed", peer)
 		return
 	}
-	buf := make([]byte, wire.MaxBatch*wire.Size+1) // one spare byte shows an oversized message
+	buf := make([]byte, wire.MaxBatch*wire.Size+1) // one byte more shows an oversized message
 	for {
 		c.SetDeadline(time.Now().Add(idleTimeout))
 		n, err := c.Read(buf)
 		if err != nil {
 			return
 		}
-		reqs, errs, err := wire.DecodeRequests(buf[:n])
-		for _, msg := range s.handle(reqs, errs, peer) {
-			if _, err := c.Write(msg); err != nil {
-				return
-			}
+		reqs, err := wire.DecodeRequests(buf[:n])
+		if reqs[0].Op == wire.OpWatch && reqs[0].Status == wire.StatusOK {
+			s.watch(c, raw, reqs[0])
+			return
+		}
+		for _, msg := range s.handle(reqs, peer) {
+			c.Write(msg) // a failure shows at the next read
 		}
 		if err != nil {
 			s.Log.Warn("closed connection: broken framing", peer, "err", err)
@@ -100,51 +137,108 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 }
 
-// handle re-checks well-formed requests against the policy, carries them
-// out, logs every mutation for audit, and returns the reply messages.
-func (s *Server) handle(reqs []wire.Record, errs []error, peer slog.Attr) [][]byte {
+// handle answers one message in place: a hello, a list, or a batch of
+// adds and deletes. The audit log gets one line per change made and per
+// request refused; a request that changed nothing gets none.
+func (s *Server) handle(reqs []wire.Record, peer slog.Attr) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if reqs[0].Op == wire.OpList && errs[0] == nil { // our routes, MaxBatch to a message, then done
-		recs, err := s.Routes.List(reqs[0].Tag)
-		var out [][]byte
-		for i, r := range append(recs, reply(reqs[0], wire.ResultDone, err)) {
-			if i%wire.MaxBatch == 0 {
-				out = append(out, nil)
-			}
-			out[len(out)-1] = r.Append(out[len(out)-1])
-		}
-		return out
+	defer s.publish()
+	var out batcher
+	var err error
+	first := &reqs[0]
+	switch {
+	case first.Status != wire.StatusOK || first.Op == wire.OpHello:
+	case first.Op == wire.OpList:
+		err = s.Routes.List(first, out.add)
+	default:
+		err = s.Routes.Apply(reqs)
 	}
-	decoded := slices.Clone(errs) // malformed records are answered, not logged
-	for i, req := range reqs {
-		if errs[i] == nil && req.Op == wire.OpAdd {
-			errs[i] = errors.Join(s.Policy.CheckPrefix(req.Dst), s.Policy.CheckInterface(req.Ifname))
-		} else if errs[i] == nil && req.Op == wire.OpDelete {
-			errs[i] = s.Policy.CheckPrefix(req.Dst)
-		}
+	if err != nil {
+		s.Log.Warn("route requests failed", peer, "err", err)
 	}
-	res := s.Routes.Apply(reqs, errs)
-	out := make([]byte, 0, len(reqs)*wire.Size)
-	for i, req := range reqs {
-		rep := reply(req, res[i], errs[i])
-		if out = rep.Append(out); decoded[i] == nil && req.Op != wire.OpHello {
-			s.Log.Info("route "+req.Op.String(), "dst", req.Dst, "dev", req.Ifname, peer, "result", rep.Result, "status", rep.Status, "errno", rep.Errno, "err", errs[i])
+	for _, r := range reqs {
+		out.add(r)
+		if r.Status != wire.StatusOK || r.Result == wire.ResultCreated ||
+			r.Result == wire.ResultMoved || r.Result == wire.ResultDeleted {
+			s.Log.Info("route "+r.Op.String(), "dst", r.Dst, "dev", r.Ifname, peer,
+				"result", r.Result, "status", r.Status, "errno", r.Errno)
 		}
 	}
-	return [][]byte{out}
+	return out.msgs
 }
 
-// reply answers req with a result, or with the status code of err: only
-// the code and the errno cross the boundary, the detail stays in our log.
-func reply(req wire.Record, res wire.Result, err error) wire.Record {
-	rep := wire.Record{Op: req.Op, Tag: req.Tag, Result: res}
-	if err != nil {
-		var errno unix.Errno
-		rep.Result, rep.Status = 0, wire.StatusKernel
-		if !errors.As(err, &rep.Status) && errors.As(err, &errno) {
-			rep.Errno = uint32(errno)
+// batcher encodes records into messages of at most wire.MaxBatch.
+type batcher struct {
+	msgs [][]byte
+	n    int
+}
+
+func (b *batcher) add(r wire.Record) {
+	if b.n%wire.MaxBatch == 0 {
+		b.msgs = append(b.msgs, make([]byte, 0, wire.MaxBatch*wire.Size))
+	}
+	last := len(b.msgs) - 1
+	b.msgs[last] = r.Append(b.msgs[last])
+	b.n++
+}
+
+// watcher is the peer that asked, last, to be told what changes.
+type watcher struct {
+	conn *net.UnixConn
+	raw  syscall.RawConn
+	tag  uint32
+}
+
+// watch tells the peer to compare every route once (a resync event), makes
+// it the watcher, replacing an older one, and holds the connection until
+// the peer leaves or sends anything (it must not).
+func (s *Server) watch(c *net.UnixConn, raw syscall.RawConn, req wire.Record) {
+	w := &watcher{conn: c, raw: raw, tag: req.Tag}
+	s.mu.Lock()
+	if s.watcher != nil {
+		s.watcher.conn.Close()
+	}
+	s.watcher = w
+	s.Routes.resync = true
+	s.publish()
+	s.mu.Unlock()
+	c.SetDeadline(time.Time{})
+	c.Read(make([]byte, 1))
+	s.mu.Lock()
+	if s.watcher == w {
+		s.watcher = nil
+	}
+	s.mu.Unlock()
+}
+
+// publish tells the watcher what changed in the view: an event for each
+// prefix, or a resync event when it must compare everything. It never
+// blocks and never queues: a watcher whose socket is full is closed, and
+// its next watch begins with a resync.
+func (s *Server) publish() {
+	w := s.watcher
+	var out batcher
+	switch {
+	case w == nil:
+	case s.Routes.resync || len(s.Routes.changed) > maxEvents:
+		out.add(wire.Record{Op: wire.OpWatch, Tag: w.tag, Result: wire.ResultResync})
+	default:
+		for dst := range s.Routes.changed {
+			out.add(wire.Record{Op: wire.OpWatch, Tag: w.tag, Dst: dst, Result: wire.ResultChanged})
 		}
 	}
-	return rep
+	clear(s.Routes.changed)
+	s.Routes.resync = false
+	for _, msg := range out.msgs {
+		var err error
+		werr := w.raw.Write(func(fd uintptr) bool {
+			err = unix.Send(int(fd), msg, unix.MSG_DONTWAIT)
+			return true
+		})
+		if werr != nil || err != nil {
+			w.conn.Close()
+			return
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"sync"
 
@@ -28,9 +29,8 @@ type Config struct {
 // Helper is a frontend.RouteHelper that calls helper.Routes in this
 // process, MaxBatch records at a time as quilt-route-helper takes them
 // from a message. helper.Routes is not safe for concurrent use, so calls
-// take turns, as they do in quilt-route-helper. It does not re-check the
-// policy as the helper does: in one process there is no boundary to check
-// at, and the frontend has checked every request already.
+// take turns, as they do in quilt-route-helper; it checks every request
+// against the same policy as the frontend.
 type Helper struct {
 	mu     sync.Mutex
 	Routes *helper.Routes
@@ -48,12 +48,14 @@ func (h *Helper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Res
 			reqs[i] = wire.Record{Op: wire.OpAdd, Dst: c.Dst, Ifname: c.Ifname}
 		}
 	}
-	res, errs := make([]wire.Result, 0, len(reqs)), make([]error, len(reqs))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for start := 0; start < len(reqs); start += wire.MaxBatch {
-		end := min(len(reqs), start+wire.MaxBatch)
-		res = append(res, h.Routes.Apply(reqs[start:end], errs[start:end])...)
+		h.Routes.Apply(reqs[start:min(len(reqs), start+wire.MaxBatch)])
+	}
+	res, errs := make([]wire.Result, len(reqs)), make([]error, len(reqs))
+	for i, r := range reqs {
+		res[i], errs[i] = r.Result, frontend.StatusError(r)
 	}
 	return res, errs
 }
@@ -61,13 +63,20 @@ func (h *Helper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Res
 // List returns our routes.
 func (h *Helper) List(context.Context) ([]frontend.Route, error) {
 	h.mu.Lock()
-	recs, err := h.Routes.List(0)
-	h.mu.Unlock()
-	routes := make([]frontend.Route, 0, len(recs))
-	for _, r := range recs {
+	defer h.mu.Unlock()
+	var routes []frontend.Route
+	err := h.Routes.List(&wire.Record{Op: wire.OpList}, func(r wire.Record) {
 		routes = append(routes, frontend.Route{Dst: r.Dst, Ifname: r.Ifname})
-	}
+	})
 	return routes, err
+}
+
+// Watch reports one resync, then nothing until ctx ends: the one-process
+// baseline has no watch, so its drift repair is the periodic resync.
+func (h *Helper) Watch(ctx context.Context, report func(bool, []netip.Prefix)) error {
+	report(true, nil)
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // ErrNetns means Serve was not started inside the namespace it was told
@@ -85,7 +94,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--grpc-addr %s: the benchmark server serves plaintext on loopback or a unix socket only", a)
 		}
 	}
-	routes, err := helper.OpenRoutes()
+	routes, err := helper.OpenRoutes(cfg.Policy)
 	if err != nil {
 		return fmt.Errorf("open rtnetlink: %w", err)
 	}

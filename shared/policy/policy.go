@@ -17,8 +17,10 @@ type Policy struct {
 
 // Validate reports whether the policy itself is usable.
 func (p Policy) Validate() error {
-	if !p.Cluster.Addr().Is4() || p.Cluster != p.Cluster.Masked() || p.PrefixLen < p.Cluster.Bits() || p.PrefixLen > 32 || len(p.Interfaces) == 0 {
-		return fmt.Errorf("route policy %v /%d %v: want an IPv4 cluster CIDR without host bits, a node prefix length between its length and 32, and at least one interface", p.Cluster, p.PrefixLen, p.Interfaces)
+	if !p.Cluster.Addr().Is4() || p.Cluster != p.Cluster.Masked() ||
+		p.PrefixLen < p.Cluster.Bits() || p.PrefixLen > 32 || len(p.Interfaces) == 0 {
+		return fmt.Errorf("route policy %v /%d %v: want an IPv4 cluster CIDR without host bits, a node prefix length "+
+			"between its length and 32, and at least one interface", p.Cluster, p.PrefixLen, p.Interfaces)
 	}
 	return nil
 }

@@ -3,44 +3,57 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 )
 
-// Version is the protocol version (a peer speaking another version is told
-// so with StatusBadVersion and disconnected), and Size the length in bytes
-// of every record.
-const Version, Size = 1, 36
+// Version is the protocol version. A record of another version breaks
+// the framing of its whole message: the helper answers StatusBadVersion
+// and closes the connection, and the frontend refuses a helper that
+// answers its hello so. Version 2 added OpWatch.
+const Version = 2
 
-// RouteProtocol is the route protocol number marking the routes quilt
-// owns (rtm_protocol; "quilt" in packaging/rt_protos.d; 42 would be babel).
-const RouteProtocol = 81
+// Size is the length in bytes of every record.
+const Size = 36
 
-// MaxBatch is the most records one message may carry: a batch of adds and
-// deletes, answered by one message of as many replies, or a part of a list.
+// MaxBatch is the most records one message may carry.
 const MaxBatch = 256
 
-// Op is a request's operation.
+// RouteProtocol is the route protocol number (rtm_protocol) that marks
+// the routes quilt owns: "quilt" in packaging/rt_protos.d (42 would be
+// babel).
+const RouteProtocol = 81
+
+// Op is a request's operation. The values are the wire format.
 type Op uint8
 
-// Operations: hello (version check, no payload), add (route Dst via
-// Ifname), delete (our route to Dst), list (our routes: one ResultRoute
-// record each, then ResultDone). The values are the wire format.
-const OpHello, OpAdd, OpDelete, OpList Op = 1, 2, 3, 4
+// Operations.
+const (
+	OpHello  Op = 1 // version check; alone in its message
+	OpAdd    Op = 2 // route Dst via Ifname
+	OpDelete Op = 3 // remove quilt's routes to Dst
+	OpList   Op = 4 // quilt's routes: ResultRoute records, then ResultDone; alone
+	OpWatch  Op = 5 // events from now on, starting with ResultResync; alone
+)
 
-// Result says what a successful operation did.
+// Result says what a successful operation did, or what an event reports.
 type Result uint8
 
-// Results: created; unchanged (add: ours there already); replaced (add:
-// ours elsewhere, moved in one request); deleted; absent (delete: nothing
-// to do); route (list: one of ours); done (list: the end); none (refused, or hello).
-const ResultNone, ResultCreated, ResultUnchanged, ResultReplaced, ResultDeleted, ResultAbsent, ResultRoute, ResultDone Result = 0, 1, 2, 3, 4, 5, 6, 7
+// Results. The values are the wire format.
+const (
+	ResultNone      Result = 0 // hello, or refused
+	ResultCreated   Result = 1 // add: Dst had no route; ours now
+	ResultUnchanged Result = 2 // add: ours via Ifname already
+	ResultMoved     Result = 3 // add: ours via another interface before, via Ifname now
+	ResultDeleted   Result = 4 // delete: ours removed
+	ResultAbsent    Result = 5 // delete: none of ours
+	ResultRoute     Result = 6 // list: one of ours
+	ResultDone      Result = 7 // list: the end
+	ResultChanged   Result = 8 // event: the routes at Dst changed, other than by the helper's own requests
+	ResultResync    Result = 9 // event: compare every route (events were lost, or an interface came up)
+)
 
-// Record is one message. Layout, big-endian:
-//
-//	0  version   1  op      2  status   3  result
-//	4  tag (u32)            8  errno (u32)
-//	12 IPv4 address        16 prefix length  17-19 reserved, zero
-//	20 interface name, 16 bytes, NUL-padded
+// Record is one record, as the two sides use it.
 type Record struct {
 	Op     Op
 	Status Status
@@ -51,77 +64,98 @@ type Record struct {
 	Ifname string
 }
 
-// Encode returns r as Size bytes. A Dst that is not IPv4 is sent as none.
-func (r Record) Encode() []byte { return r.Append(nil) }
-
-// Append appends r's Size bytes to b.
-func (r Record) Append(b []byte) []byte {
-	b = append(b, make([]byte, Size)...)
-	b, all := b[len(b)-Size:], b
-	b[0], b[1], b[2], b[3] = Version, byte(r.Op), byte(r.Status), byte(r.Result)
-	binary.BigEndian.PutUint32(b[4:], r.Tag)
-	binary.BigEndian.PutUint32(b[8:], r.Errno)
-	if a := r.Dst.Addr(); a.Is4() && r.Dst.IsValid() {
-		copy(b[12:16], a.AsSlice())
-		b[16] = byte(r.Dst.Bits())
-	}
-	if len(r.Ifname) < Size-20 { // never truncate: a name too long goes as none
-		copy(b[20:], r.Ifname)
-	}
-	return all
+// layout is a record as it travels: Size bytes, big-endian.
+type layout struct {
+	Version  uint8
+	Op       Op
+	Status   Status
+	Result   Result
+	Tag      uint32
+	Errno    uint32
+	Addr     [4]byte // Dst's address, and then its length
+	Bits     uint8
+	Reserved [3]byte // zero
+	Name     [16]byte
 }
 
-// Decode parses one record strictly: exact size, known version, zero
-// reserved bytes, a prefix without host bits, a name that ends in a
-// NUL and is zero-padded. On error the Record still carries what could be
+// Append appends r's Size bytes to b. A Dst that is not a valid IPv4
+// prefix, and a name that does not fit with its NUL, are sent as none:
+// never truncated.
+func (r Record) Append(b []byte) []byte {
+	l := layout{Version: Version, Op: r.Op, Status: r.Status, Result: r.Result, Tag: r.Tag, Errno: r.Errno}
+	if r.Dst.IsValid() && r.Dst.Addr().Is4() {
+		l.Addr = r.Dst.Addr().As4()
+		l.Bits = uint8(r.Dst.Bits())
+	}
+	if len(r.Ifname) < len(l.Name) {
+		copy(l.Name[:], r.Ifname)
+	}
+	b, _ = binary.Append(b, binary.BigEndian, l) // a struct of fixed size: it cannot fail
+	return b
+}
+
+// Decode parses one record strictly: exact size, this version, zero
+// reserved bytes, a prefix without host bits, a name that ends in a NUL
+// and is zero-padded. On error the Record still carries what could be
 // read, so a reply can echo its Op and Tag.
-func Decode(b []byte) (r Record, err error) {
-	if len(b) != Size {
-		return r, StatusBadSize
+func Decode(b []byte) (Record, error) {
+	var l layout
+	if _, err := binary.Decode(b, binary.BigEndian, &l); err != nil || len(b) != Size {
+		return Record{}, StatusBadSize
 	}
-	r = Record{Op: Op(b[1]), Status: Status(b[2]), Result: Result(b[3]), Tag: binary.BigEndian.Uint32(b[4:]), Errno: binary.BigEndian.Uint32(b[8:])}
-	addr, bits := netip.AddrFrom4([4]byte(b[12:16])), int(b[16])
-	if bits != 0 || !addr.IsUnspecified() {
-		r.Dst = netip.PrefixFrom(addr, bits)
+	r := Record{Op: l.Op, Status: l.Status, Result: l.Result, Tag: l.Tag, Errno: l.Errno}
+	if l.Addr != [4]byte{} || l.Bits != 0 {
+		r.Dst = netip.PrefixFrom(netip.AddrFrom4(l.Addr), int(l.Bits))
 	}
-	name, pad, _ := bytes.Cut(b[20:], []byte{0})
+	name, padding, _ := bytes.Cut(l.Name[:], []byte{0})
 	r.Ifname = string(name)
 	switch {
-	case b[0] != Version:
+	case l.Version != Version:
 		return r, StatusBadVersion
-	case b[17]|b[18]|b[19] != 0:
+	case l.Reserved != [3]byte{}:
 		return r, StatusBadReserved
-	case bits > 32 || r.Dst != r.Dst.Masked():
+	case l.Bits > 32 || r.Dst != r.Dst.Masked():
 		return r, StatusBadPrefix
-	case len(name) == len(b[20:]) || len(bytes.Trim(pad, "\x00")) != 0:
-		return r, StatusBadName
+	case len(name) == len(l.Name) || len(bytes.Trim(padding, "\x00")) > 0:
+		return r, StatusBadName // no NUL, or bytes after it
 	}
 	return r, nil
 }
 
-// DecodeRequests decodes a message of one or more requests: whole
-// records, at most MaxBatch, each by Decode plus the rules for requests (a
-// known op, hello and list only alone, and the response-only fields
-// status, result and errno zero). A wrong total size, or a record of
-// another version, breaks the framing of the whole message (err); errs
-// holds each record's own error. Fields an op does not use are ignored;
-// missing ones fail the policy checks.
-func DecodeRequests(b []byte) (reqs []Record, errs []error, err error) {
+// DecodeRequests decodes a message of requests: 1 to MaxBatch whole
+// records, each checked by Decode and by the rules for requests: a known
+// op; hello, list and watch alone; the response-only fields (status,
+// result, errno) zero. A record that breaks a rule comes back with only
+// its op, its tag and the status to answer it with; the others whole, with
+// StatusOK, to be answered in place. Fields an op does not use are ignored; missing ones fail the
+// policy checks.
+//
+// err is set when the framing of the message is broken: a size that is
+// not a whole number of records, or a record of another version. Then no
+// record of it may be carried out: only the first comes back, to answer,
+// and the connection must be closed.
+func DecodeRequests(b []byte) (reqs []Record, err error) {
 	if len(b) == 0 || len(b)%Size != 0 || len(b) > MaxBatch*Size {
-		return []Record{{}}, []error{StatusBadSize}, StatusBadSize
+		return []Record{{Status: StatusBadSize}}, StatusBadSize
 	}
-	for off := 0; off < len(b); off += Size {
-		r, rerr := Decode(b[off : off+Size])
+	reqs = make([]Record, len(b)/Size)
+	for i := range reqs {
+		r, err := Decode(b[i*Size : (i+1)*Size])
+		reqs[i] = Record{Op: r.Op, Tag: r.Tag}
 		switch {
-		case rerr == StatusBadVersion:
-			err = rerr
-		case rerr != nil: // answered with its own status
-		case r.Op < OpHello || r.Op > OpList || len(b) > Size && (r.Op == OpHello || r.Op == OpList):
-			rerr = StatusBadOp
-		case r.Status != 0 || r.Result != 0 || r.Errno != 0:
-			rerr = StatusBadReserved
+		case errors.Is(err, StatusBadVersion):
+			reqs[0].Status = StatusBadVersion
+			return reqs[:1], err
+		case err != nil:
+			errors.As(err, &reqs[i].Status)
+		case r.Op < OpHello || r.Op > OpWatch || len(reqs) > 1 && r.Op != OpAdd && r.Op != OpDelete:
+			reqs[i].Status = StatusBadOp
+		case r.Status != StatusOK || r.Result != ResultNone || r.Errno != 0:
+			reqs[i].Status = StatusBadReserved
+		default:
+			reqs[i].Dst = r.Dst
+			reqs[i].Ifname = r.Ifname
 		}
-		reqs, errs = append(reqs, r), append(errs, rerr)
 	}
-	return reqs, errs, err
+	return reqs, nil
 }

@@ -45,6 +45,11 @@ func (m *memHelper) Apply(_ context.Context, changes []frontend.Change) ([]wire.
 	}
 	return res, make([]error, len(changes))
 }
+func (m *memHelper) Watch(ctx context.Context, report func(bool, []netip.Prefix)) error {
+	report(true, nil)
+	<-ctx.Done()
+	return ctx.Err()
+}
 func (m *memHelper) List(context.Context) ([]frontend.Route, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

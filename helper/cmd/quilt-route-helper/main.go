@@ -4,7 +4,6 @@
 package main
 
 import (
-	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,11 +15,11 @@ import (
 
 	"github.com/quiltmesh/quilt-runtime/helper"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
-	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) { // --help exits 0
+	err := run(os.Args[1:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "quilt-route-helper:", err)
 		os.Exit(1)
 	}
@@ -29,24 +28,20 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("quilt-route-helper", flag.ContinueOnError)
 	var pol policy.Policy
-	var uids []uint32
 	socket := fs.String("socket", "/run/quilt/route-helper.sock", "Unix socket to listen on, unless systemd passes one")
+	allow := fs.String("allow-uid", "", "the user (name or uid) allowed to connect: the frontend's; required")
 	fs.TextVar(&pol.Cluster, "cluster-cidr", netip.MustParsePrefix("10.42.0.0/16"), "only routes inside this IPv4 CIDR")
 	fs.IntVar(&pol.PrefixLen, "node-prefix-len", 24, "only routes of this prefix length")
-	fs.Func("allow-uid", "user (name or uid) allowed to connect; repeatable, required", func(s string) error {
-		if u, err := user.Lookup(s); err == nil { // a name: resolved at start, never per connection
-			s = u.Uid
-		}
-		uid, err := strconv.ParseUint(s, 10, 32)
-		uids = append(uids, uint32(uid))
-		return err
-	})
 	fs.Func("allowed-interface", "interface routes may use; repeatable (default vxlan100)", func(s string) error {
 		pol.Interfaces = append(pol.Interfaces, s)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil || len(uids) == 0 {
-		return cmp.Or(err, errors.New("--allow-uid is required: name the frontend's user"))
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	uid, err := lookupUID(*allow)
+	if err != nil {
+		return err
 	}
 	if len(pol.Interfaces) == 0 {
 		pol.Interfaces = []string{"vxlan100"}
@@ -54,15 +49,32 @@ func run(args []string) error {
 	if err := errors.Join(pol.Validate(), helper.CheckPrivileges()); err != nil {
 		return err
 	}
+	routes, err := helper.OpenRoutes(pol)
+	if err != nil {
+		return err
+	}
 	l, err := helper.Listen(*socket)
-	routes, rerr := helper.OpenRoutes()
-	if err = errors.Join(err, rerr); err != nil {
+	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	log.Info("route helper serving", "socket", l.Addr().String(), "allow_uids", uids, "policy", pol, "route_protocol", wire.RouteProtocol, "uid", os.Getuid())
+	log.Info("route helper serving", "socket", l.Addr(), "allow_uid", uid, "policy", pol, "uid", os.Getuid())
 	// No signal handling: SIGTERM ends the process, its routes stay in the
 	// kernel, and the next start removes the socket file left behind.
 	// Serve returns only when the socket fails: let the supervisor restart us.
-	return fmt.Errorf("serve: %w", (&helper.Server{Policy: pol, Routes: routes, AllowUIDs: uids, Log: log}).Serve(l))
+	server := &helper.Server{Routes: routes, AllowUID: uid, Log: log}
+	return fmt.Errorf("serve: %w", server.Serve(l))
+}
+
+// lookupUID resolves a user name, once at start (never per connection),
+// or takes a number as it is.
+func lookupUID(name string) (uint32, error) {
+	if u, err := user.Lookup(name); err == nil {
+		name = u.Uid
+	}
+	uid, err := strconv.ParseUint(name, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("--allow-uid %q: name the frontend's user, by name or uid", name)
+	}
+	return uint32(uid), nil
 }
