@@ -22,7 +22,7 @@ func (n *node) restartHelper(t *testing.T) {
 	n.helper.cmd.Process.Signal(syscall.SIGKILL)
 	<-n.helper.done
 	n.helper = start(t, n.ns, onlyNetAdmin(nobody), filepath.Join(binDir, "quilt-route-helper"),
-		"--socket", n.sock, "--allow-uid", fmt.Sprint(frontendUID))
+		append([]string{"--socket", n.sock, "--allow-uid", fmt.Sprint(frontendUID)}, n.policy...)...)
 	h := n.helper
 	waitFor(t, h, func() bool { return strings.Contains(h.Output(), "route helper serving") })
 	if err := os.Chown(n.sock, nobody, frontendUID); err != nil {

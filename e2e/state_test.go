@@ -31,6 +31,7 @@ const resync = time.Second
 type node struct {
 	ns, sock, stateDir, addr string
 	helper, frontend         *proc
+	policy                   []string // --allowed-interface flags for both processes, if any
 }
 
 // newNode starts the helper in a new namespace with the vxlan interfaces
@@ -41,8 +42,20 @@ func newNode(t *testing.T, vxlans ...string) *node {
 	if len(vxlans) == 0 {
 		vxlans = []string{"vxlan100"}
 	}
+	return newNodeAllowing(t, nil, vxlans...)
+}
+
+// newNodeAllowing is newNode with routes allowed via the interfaces named.
+func newNodeAllowing(t *testing.T, allowed []string, vxlans ...string) *node {
+	t.Helper()
+	if len(vxlans) == 0 {
+		vxlans = []string{"vxlan100"}
+	}
 	n := &node{ns: newNetns(t, vxlans...), addr: freePort(t)}
-	n.helper, n.sock = startHelper(t, n.ns, frontendUID)
+	for _, ifname := range allowed {
+		n.policy = append(n.policy, "--allowed-interface", ifname)
+	}
+	n.helper, n.sock = startHelper(t, n.ns, frontendUID, n.policy...)
 	// The socket's group is the frontend's, as systemd's SocketGroup makes it.
 	if err := os.Chown(n.sock, nobody, frontendUID); err != nil {
 		t.Fatal(err)
@@ -62,7 +75,8 @@ func newNode(t *testing.T, vxlans ...string) *node {
 func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"--grpc-addr", n.addr, "--helper-socket", n.sock, "--state-dir", n.stateDir,
-		"--resync-interval", resync.String()}, extra...)
+		"--resync-interval", resync.String()}, n.policy...)
+	args = append(args, extra...)
 	n.frontend = start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), args...)
 	fe := n.frontend
 	waitFor(t, fe, func() bool { return strings.Contains(fe.Output(), "Starting gRPC server on "+n.addr) })
