@@ -38,9 +38,7 @@ func sendBatch(t *testing.T, c *net.UnixConn, reqs []wire.Record) []wire.Record 
 // route of its own gone; and no prefix is left with two routes of ours.
 func TestHostileBatches(t *testing.T) {
 	ns := newNetns(t, "vxlan100", "vxlan101")
-	run(t, "ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
-	run(t, "ip", "-n", ns, "link", "set", "eth1", "up")
-	run(t, "ip", "-n", ns, "link", "set", "eth1p", "up")
+	addVeth(t, ns, "eth1")
 	_, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan101")
 	c := dialHelper(t, sock)
 	at := func(n int) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(n), 0}), 24) }

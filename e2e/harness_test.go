@@ -109,6 +109,15 @@ func newNetns(t *testing.T, vxlans ...string) string {
 	return ns
 }
 
+// addVeth adds a veth pair, name and name+"p", both up, to the namespace:
+// an interface for routes that are not quilt's.
+func addVeth(t *testing.T, ns, name string) {
+	t.Helper()
+	run(t, "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", name+"p")
+	run(t, "ip", "-n", ns, "link", "set", name, "up")
+	run(t, "ip", "-n", ns, "link", "set", name+"p", "up")
+}
+
 // routes returns the namespace's IPv4 main-table routes, one per line.
 func routes(t *testing.T, ns string, filter ...string) string {
 	t.Helper()

@@ -104,9 +104,7 @@ type scene struct {
 
 func newScene(t *testing.T, n neighbourhood) *scene {
 	ns := newNetns(t, "vxlan100", "vxlan101")
-	run(t, "ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
-	run(t, "ip", "-n", ns, "link", "set", "eth1", "up")
-	run(t, "ip", "-n", ns, "link", "set", "eth1p", "up")
+	addVeth(t, ns, "eth1")
 	_, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan101")
 	c := dialHelper(t, sock)
 	s := &scene{t: t, ns: ns, n: n, call: func(r wire.Record) []wire.Record {

@@ -12,9 +12,7 @@ import (
 // eth1, a veth that is up and not allowed, and the frontend started.
 func reproNode(t *testing.T) (*node, quiltpb.QuiltRuntimeClient, quiltpb.QuiltAdminClient) {
 	n := newNodeAllowing(t, []string{"vxlan100", "vxlan101"}, "vxlan100", "vxlan101")
-	run(t, "ip", "-n", n.ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
-	run(t, "ip", "-n", n.ns, "link", "set", "eth1", "up")
-	run(t, "ip", "-n", n.ns, "link", "set", "eth1p", "up")
+	addVeth(t, n.ns, "eth1")
 	n.startFrontend(t)
 	rt, adm, _ := n.clients(t)
 	return n, rt, adm

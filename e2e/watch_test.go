@@ -72,9 +72,7 @@ func changed(recs []wire.Record) (prefixes []string, resync bool) {
 // are answered as the kernel has it.
 func TestHelperWatch(t *testing.T) {
 	ns := newNetns(t, "vxlan100", "vxlan101")
-	run(t, "ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
-	run(t, "ip", "-n", ns, "link", "set", "eth1", "up")
-	run(t, "ip", "-n", ns, "link", "set", "eth1p", "up")
+	addVeth(t, ns, "eth1")
 	h, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan101")
 	c := dialHelper(t, sock)
 	w := watch(t, sock)
