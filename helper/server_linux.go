@@ -101,7 +101,9 @@ func (s *Server) serveConn(c *net.UnixConn) {
 }
 
 // handle re-checks well-formed requests against the policy, carries them
-// out, logs every mutation for audit, and returns the reply messages.
+// out, logs for audit every kernel change and every refusal (not the
+// requests that found everything as asked: unchanged, absent), and
+// returns the reply messages.
 func (s *Server) handle(reqs []wire.Record, errs []error, peer slog.Attr) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -128,7 +130,7 @@ func (s *Server) handle(reqs []wire.Record, errs []error, peer slog.Attr) [][]by
 	out := make([]byte, 0, len(reqs)*wire.Size)
 	for i, req := range reqs {
 		rep := reply(req, res[i], errs[i])
-		if out = rep.Append(out); decoded[i] == nil && req.Op != wire.OpHello {
+		if out = rep.Append(out); decoded[i] == nil && req.Op != wire.OpHello && rep.Result != wire.ResultUnchanged && rep.Result != wire.ResultAbsent {
 			s.Log.Info("route "+req.Op.String(), "dst", req.Dst, "dev", req.Ifname, peer, "result", rep.Result, "status", rep.Status, "errno", rep.Errno, "err", errs[i])
 		}
 	}
