@@ -83,6 +83,11 @@ func TestSteadyStateLogs(t *testing.T) {
 	if got := strings.Count(strings.Join(auditLines(helper, peer), "\n"), "vxlan100 created ok 0"); got != 255 {
 		t.Errorf("round 1: %d route adds in the helper's audit log, want 255:\n%s", got, helper)
 	}
+	// Right after the injects, the status shows them held, whenever the
+	// last resync ran.
+	if st, err := adm.GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil || st.InstalledRoutesNow != 255 || st.InSyncRoutesNow != 255 || st.DesiredRoutes != 255 {
+		t.Errorf("status after round 1: %v %v; want 255 desired, installed now and in sync", st, err)
+	}
 	quiet := func(what string, front, helper string) {
 		t.Helper()
 		if lines := info(front); len(lines) > 0 {

@@ -461,6 +461,10 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 	if !m.HelperAvailable {
 		helper = "UNAVAILABLE: " + m.HelperError
 	}
+	routes := fmt.Sprintf("%d desired, %d installed now, %d of them in sync", m.DesiredRoutes, m.InstalledRoutesNow, m.InSyncRoutesNow)
+	if m.RoutesNowError != "" {
+		routes = fmt.Sprintf("%d desired, installed now unknown: %s", m.DesiredRoutes, m.RoutesNowError)
+	}
 	r := m.LastResync
 	resync := "none yet"
 	if r.GetTime() != "" {
@@ -468,8 +472,8 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		if !r.Ok {
 			outcome = "NOT OK"
 		}
-		resync = fmt.Sprintf("%s at %s, took %v: added %d, moved %d, removed %d, conflicts %d, failed %d",
-			outcome, r.Time, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
+		resync = fmt.Sprintf("%s at %s, took %v: %d installed; added %d, moved %d, removed %d, conflicts %d, failed %d", outcome, r.Time,
+			time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), m.InstalledRoutes, r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
 		if r.Error != "" {
 			resync += "; " + r.Error
 		}
@@ -478,7 +482,7 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		{"version", m.Version},
 		{"subnet", subnet},
 		{"allocations", fmt.Sprintf("%d of %d", m.Allocations, m.Capacity)},
-		{"routes", fmt.Sprintf("%d desired, %d installed at the last resync", m.DesiredRoutes, m.InstalledRoutes)},
+		{"routes", routes},
 		{"route helper", helper},
 		{"last resync", resync},
 		{"resync interval", time.Duration(m.ResyncIntervalSeconds * float64(time.Second)).String()},

@@ -124,6 +124,9 @@ func TestQuiltctl(t *testing.T) {
 		{args: []string{"allocations"}, out: "10.42.1.10  web-1"},
 		{args: []string{"routes"}, out: "10.42.2.0/24  vxlan100  vxlan100   in-sync"},
 		{args: []string{"status"}, out: "allocations:      1 of 245"},
+		// Right after an InjectRoute, before any resync: not missing.
+		{args: []string{"status"}, out: "routes:           1 desired, 1 installed now, 1 of them in sync\n"},
+		{args: []string{"status"}, out: "last resync:      none yet\n"},
 		{args: []string{"health"}, out: "SERVING\n"},
 		{args: []string{"release", "web-1"}, out: "released 10.42.1.10\n"},
 		{args: []string{"release", "web-1"}, out: "nothing changed"},
