@@ -20,5 +20,7 @@
 // interval, the metrics address, the connection limit). gRPC limits:
 // MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
 // every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
-// Logs go to the injected *slog.Logger.
+// Logs go to the injected *slog.Logger: at INFO what changes something or
+// fails, at DEBUG the calls that find everything as asked, counted in one
+// INFO summary every Config.SummaryInterval (DefaultSummaryInterval).
 package frontend

@@ -45,6 +45,7 @@ type Config struct {
 	ResyncInterval         time.Duration // between comparisons of desired and installed routes
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
 	MaxConns               int           // connections served at once per listener
+	SummaryInterval        time.Duration // between summaries of the route calls; 0: DefaultSummaryInterval
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
 	Helper  RouteHelper
@@ -248,6 +249,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
 	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
 	go svc.WatchLoop(bg, kick)
+	go svc.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, DefaultSummaryInterval))
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)

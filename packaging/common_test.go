@@ -77,13 +77,13 @@ func requireRoot(t *testing.T) {
 }
 
 // requireTool skips the test when a program is missing, or fails it when
-// CI=true (.ci/run installs them all).
+// CI=true (make deps installs them all: packaging/dev/deps.txt).
 func requireTool(t *testing.T, names ...string) {
 	t.Helper()
 	for _, name := range names {
 		if _, err := exec.LookPath(name); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing and CI=true forbids skipping: .ci/run should install it", name)
+				t.Fatalf("%s is missing and CI=true forbids skipping: make deps installs it (packaging/dev/deps.txt)", name)
 			}
 			t.Skipf("%s is missing (apt-get install %s)", name, map[string]string{
 				"systemd-analyze": "systemd", "lintian": "lintian", "setpriv": "util-linux",

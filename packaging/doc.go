@@ -20,10 +20,12 @@
 //     filters;
 //   - deb_test.go: builds the .deb, runs lintian, installs it with dpkg in
 //     a private overlay of / (the host's dpkg database is untouched), then
-//     removes and purges it.
+//     removes and purges it;
+//   - deps_test.go: make deps' script (dev/deps.sh, dev/deps.txt) against
+//     stand-ins of the commands it looks for and of apt-get.
 //
 // Tests that need root (namespaces, uids, dpkg in a chroot) skip without
 // it and say why; with CI=true they fail instead, as do tests whose tools
-// (systemd-analyze, lintian, setpriv, ...) are missing. .ci/run installs
-// them.
+// (systemd-analyze, lintian, setpriv, ...) are missing. make deps
+// installs them (packaging/dev/deps.txt).
 package packaging

@@ -75,7 +75,7 @@ quilt-runtime is serving on $ADDR; its route helper manages $where.
 
 Call it as the Quilt Mesh agent does:
   bin/quiltctl --addr $ADDR configure-subnet 10.42.1.0/24
-  bin/quiltctl --addr $ADDR inject-route --via vxlan100 10.42.2.0/24
+  bin/quiltctl --addr $ADDR inject-route 10.42.2.0/24 vxlan100
   bin/quiltctl --addr $ADDR remove-route 10.42.2.0/24
   grpcurl -plaintext -d '{"destination":"10.42.2.0/24","via_interface":"vxlan100"}' $ADDR quilt.QuiltRuntime/InjectRoute
 Give a container an address, and look at the node:

@@ -48,6 +48,8 @@ func main() {
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
+			// For tests: a summary sooner than once a minute.
+			&cli.DurationFlag{Name: "log-summary-interval", Value: frontend.DefaultSummaryInterval, Hidden: true, Usage: "how often, at most, the summary of route calls is logged"},
 		},
 		Action: run,
 	}
@@ -97,21 +99,25 @@ func run(c *cli.Context) error {
 	if c.Int("max-connections") < 1 {
 		return fmt.Errorf("--max-connections must be at least 1")
 	}
+	if c.Duration("log-summary-interval") <= 0 {
+		return fmt.Errorf("--log-summary-interval must be positive")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return frontend.Run(ctx, frontend.Config{
 		Addrs:   c.StringSlice("grpc-addr"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSCA: c.String("tls-ca"),
-		Insecure:       c.Bool("insecure"),
-		HelperSocket:   c.String("helper-socket"),
-		HelperTimeout:  c.Duration("helper-timeout"),
-		Policy:         policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
-		StateDir:       c.String("state-dir"),
-		Offsets:        offsets,
-		ResyncInterval: c.Duration("resync-interval"),
-		MetricsAddr:    c.String("metrics-addr"),
-		MaxConns:       c.Int("max-connections"),
-		Version:        version,
-		Log:            slog.New(h),
+		Insecure:        c.Bool("insecure"),
+		HelperSocket:    c.String("helper-socket"),
+		HelperTimeout:   c.Duration("helper-timeout"),
+		Policy:          policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
+		StateDir:        c.String("state-dir"),
+		Offsets:         offsets,
+		ResyncInterval:  c.Duration("resync-interval"),
+		MetricsAddr:     c.String("metrics-addr"),
+		MaxConns:        c.Int("max-connections"),
+		SummaryInterval: c.Duration("log-summary-interval"),
+		Version:         version,
+		Log:             slog.New(h),
 	})
 }
