@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/quiltmesh/quilt-runtime/frontend"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure a service
@@ -256,6 +258,19 @@ func TestPackagingConsistency(t *testing.T) {
 	}
 	if got := strings.Join(helperIfaces, ","); got != env["QUILT_ALLOWED_INTERFACE"] {
 		t.Errorf("helper --allowed-interface %q and QUILT_ALLOWED_INTERFACE=%q differ", got, env["QUILT_ALLOWED_INTERFACE"])
+	}
+
+	// One metrics address everywhere: the configuration's suggestion (a
+	// commented line), the flag's help and every --metrics-addr in README.md.
+	conf, _ := os.ReadFile("default/quilt-runtime")
+	if m := regexp.MustCompile(`(?m)^#QUILT_METRICS_ADDR=(\S+)$`).FindSubmatch(conf); m == nil || string(m[1]) != frontend.SuggestedMetricsAddr {
+		t.Errorf("default/quilt-runtime: want the line #QUILT_METRICS_ADDR=%s, found %q", frontend.SuggestedMetricsAddr, m)
+	}
+	readme, _ := os.ReadFile(filepath.Join(repo, "README.md"))
+	for _, m := range regexp.MustCompile(`metrics-addr\b[^|\n]*?(\d+\.\d+\.\d+\.\d+:\d+)`).FindAllSubmatch(readme, -1) {
+		if string(m[1]) != frontend.SuggestedMetricsAddr {
+			t.Errorf("README.md names metrics address %s, want %s: %q", m[1], frontend.SuggestedMetricsAddr, m[0])
+		}
 	}
 
 	sysusers, _ := os.ReadFile("sysusers.d/quilt-runtime.conf")
