@@ -353,9 +353,3 @@ func TestParseAddr(t *testing.T) {
 		}
 	}
 }
-
-func TestPrivilegeError(t *testing.T) {
-	if privilegeError(1000, 1000, 0) != nil || privilegeError(0, 1000, 0) == nil || privilegeError(1000, 0, 0) == nil || privilegeError(1000, 1000, 1<<12) == nil {
-		t.Fatal("privilege rules")
-	}
-}
