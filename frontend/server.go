@@ -219,33 +219,28 @@ func Run(ctx context.Context, cfg Config) error {
 
 	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer client.Close()
-	helper := cmp.Or[RouteHelper](cfg.Helper, client)
-	svc := &Service{Policy: cfg.Policy, Helper: helper, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
-	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
 	hs := health.NewServer()
-	srv := NewGRPCServer(adm, hs, tc)
+	servingStatus(hs, false)
+	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	kick := make(chan struct{}, 1)
-	report := func(err error) {
+	svc := &Service{Policy: cfg.Policy, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
+	hh := &helperHealth{change: func(err error) {
 		svc.SetHelperHealth(err)
-		st := healthpb.HealthCheckResponse_NOT_SERVING
+		servingStatus(hs, err == nil)
 		if err == nil {
-			st = healthpb.HealthCheckResponse_SERVING
 			select { // the helper is back: compare routes now
 			case kick <- struct{}{}:
 			default:
 			}
 		}
-		hs.SetServingStatus("", st)
-		hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, st)
-	}
-	// The agent's service needs the helper; the admin service's addresses
-	// and views do not.
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}}
+	helper := reportingHelper{RouteHelper: cmp.Or[RouteHelper](cfg.Helper, client), health: hh, log: cfg.Log}
+	svc.Helper = helper
+	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
+	srv := NewGRPCServer(adm, hs, tc)
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
-	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
+	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, func(err error) { hh.report(err) })
 	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
