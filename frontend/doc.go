@@ -21,4 +21,10 @@
 // MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
 // every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
 // Logs go to the injected *slog.Logger.
+//
+// systemd (systemd.go): sockets passed with LISTEN_FDS and named "grpc" in
+// LISTEN_FDNAMES stand in for the --grpc-addr they are bound to; with
+// NOTIFY_SOCKET it sends READY=1 once the listeners are open and the first
+// resync has finished, STATUS= lines, and STOPPING=1; with WATCHDOG_USEC
+// the resync loop sends WATCHDOG=1 every half period between resyncs.
 package frontend

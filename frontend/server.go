@@ -206,6 +206,31 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", show(cfg.MetricsAddr))
 		}
 	}
+	// Sockets systemd passed stand in for the --grpc-addr they match; the
+	// rest are listened on here.
+	inherited, err := passedListeners()
+	if err != nil {
+		return err
+	}
+	fromSystemd := make([]net.Listener, len(lns))
+	for i, l := range lns {
+		fromSystemd[i] = inherited.take(l)
+	}
+	if err := inherited.leftover(); err != nil {
+		return err
+	}
+	defer func() {
+		for _, l := range fromSystemd {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	notify := newNotifier(cfg.Log)
+	if w := notify.watchdog; w > 0 && cfg.HelperTimeout >= w/2 {
+		cfg.Log.Warn("--helper-timeout is not under half the systemd watchdog period: a helper that stops answering holds a resync past the watchdog, and systemd restarts this frontend",
+			"helper_timeout", cfg.HelperTimeout, "watchdog", w)
+	}
 	store, snap, err := state.Open(cfg.StateDir, cfg.Log)
 	if err != nil {
 		return err
@@ -227,6 +252,7 @@ func Run(ctx context.Context, cfg Config) error {
 	hh := &helperHealth{change: func(err error) {
 		svc.SetHelperHealth(err)
 		servingStatus(hs, err == nil)
+		notify.helper(err)
 		if err == nil {
 			select { // the helper is back: compare routes now
 			case kick <- struct{}{}:
@@ -241,7 +267,11 @@ func Run(ctx context.Context, cfg Config) error {
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
 	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, func(err error) { hh.report(err) })
-	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
+	select { // the first resync runs at once (unless the helper's hello already asked); readiness waits for it
+	case kick <- struct{}{}:
+	default:
+	}
+	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick, notify.hooks(svc.Routes.Len))
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -253,22 +283,30 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("serving metrics on http://"+cfg.MetricsAddr+"/metrics", "addr", cfg.MetricsAddr)
 	}
 	errc := make(chan error, len(lns))
-	for _, l := range lns {
-		nl, err := l.Listen()
-		if err != nil {
-			srv.Stop()
-			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+	var addrs []string
+	for i, l := range lns {
+		nl, from := fromSystemd[i], "systemd"
+		if nl == nil {
+			if nl, err = l.Listen(); err != nil {
+				srv.Stop()
+				return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+			}
+			from = "own"
 		}
-		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "",
+		fromSystemd[i] = nil // srv closes it from here on
+		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "socket", from, "tls", tc != nil, "mtls", cfg.TLSCA != "",
 			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))
+		addrs = append(addrs, l.Addr)
 		go func() { errc <- srv.Serve(netutil.LimitListener(nl, cmp.Or(cfg.MaxConns, DefaultMaxConns))) }()
 	}
+	notify.listened(addrs)
 	select {
 	case <-ctx.Done():
 		cfg.Log.Info("stopping gRPC server; routes stay in the kernel")
 	case err = <-errc:
 		cfg.Log.Error("gRPC server failed", "err", err)
 	}
+	notify.stopping()
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {
