@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
+	"github.com/quiltmesh/quilt-runtime/internal/sdnotify"
 
 	"context"
 	"errors"
@@ -18,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/status"
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
@@ -31,89 +31,17 @@ import (
 // WATCHDOG_PID) and socket activation (LISTEN_FDS, LISTEN_PID,
 // LISTEN_FDNAMES, the listening socket as fd 3).
 
-// notice is one datagram the frontend sent to NOTIFY_SOCKET.
-type notice struct {
-	at   time.Time
-	pid  int32 // the sender, from SCM_CREDENTIALS
-	text string
-}
-
-// notifySocket is the test's NOTIFY_SOCKET: every datagram, in order.
-type notifySocket struct {
-	path string
-	mu   sync.Mutex
-	got  []notice
-}
-
-// listenNotify binds a unixgram socket every uid may send to, with
-// SO_PASSCRED set, and collects what arrives until the test ends.
-func listenNotify(t *testing.T) *notifySocket {
+// listenNotify binds the test's NOTIFY_SOCKET, closed when the test ends.
+func listenNotify(t *testing.T) *sdnotify.Socket {
 	t.Helper()
 	dir := socketDir(t, nobody)
 	os.Chmod(dir, 0o755)
-	n := &notifySocket{path: filepath.Join(dir, "notify")}
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	n, err := sdnotify.Listen(filepath.Join(dir, "notify"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	if err := os.Chmod(n.path, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := c.SyscallConn()
-	if err == nil {
-		rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf, oob := make([]byte, 4096), make([]byte, 1024)
-		for {
-			k, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-			if err != nil {
-				return
-			}
-			nt := notice{at: time.Now(), text: string(buf[:k])}
-			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) > 0 {
-				if cred, err := unix.ParseUnixCredentials(&msgs[0]); err == nil {
-					nt.pid = cred.Pid
-				}
-			}
-			n.mu.Lock()
-			n.got = append(n.got, nt)
-			n.mu.Unlock()
-		}
-	}()
+	t.Cleanup(func() { n.Close() })
 	return n
-}
-
-// all returns the datagrams received so far.
-func (n *notifySocket) all() []notice {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.got)
-}
-
-// with returns the datagrams holding the assignment kv (a whole line).
-func (n *notifySocket) with(kv string) []notice {
-	var out []notice
-	for _, nt := range n.all() {
-		if slices.Contains(strings.Split(nt.text, "\n"), kv) {
-			out = append(out, nt)
-		}
-	}
-	return out
-}
-
-// statusOf returns the STATUS= of a datagram, or "".
-func statusOf(nt notice) string {
-	for _, line := range strings.Split(nt.text, "\n") {
-		if s, ok := strings.CutPrefix(line, "STATUS="); ok {
-			return s
-		}
-	}
-	return ""
 }
 
 // standIn is a route helper stand-in on a real SOCK_SEQPACKET socket: it
@@ -279,48 +207,49 @@ func TestSystemdNotify(t *testing.T) {
 	helper.hold.Store(true) // the first resync waits until the test lets it go
 	n := listenNotify(t)
 	addr := freePort(t)
-	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec)},
+	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec)},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "30s", "--resync-interval", "1s")
 	waitFor(t, fe, func() bool {
-		return helper.held() == 1 && strings.Contains(fe.Output(), "Starting gRPC server on "+addr) && len(n.all()) > 0
+		_, any := n.Last()
+		return helper.held() == 1 && strings.Contains(fe.Output(), "Starting gRPC server on "+addr) && any
 	})
 	// Listening (it said so in a STATUS=), and the first resync's list is
 	// with the helper: not ready.
-	if r := n.with("READY=1"); len(r) != 0 {
-		t.Fatalf("READY=1 before the first resync finished: %q", r[0].text)
+	if r := n.With("READY=1"); len(r) != 0 {
+		t.Fatalf("READY=1 before the first resync finished: %q", r[0].Text)
 	}
-	if st := statusOf(n.all()[len(n.all())-1]); !strings.Contains(st, "first resync running") {
-		t.Errorf("STATUS= while the first resync runs: %q", st)
+	if last, _ := n.Last(); !strings.Contains(last.Status(), "first resync running") {
+		t.Errorf("STATUS= while the first resync runs: %q", last.Status())
 	}
 	released := helper.release()
-	waitFor(t, fe, func() bool { return len(n.with("READY=1")) > 0 })
-	ready := n.with("READY=1")[0]
+	waitFor(t, fe, func() bool { return len(n.With("READY=1")) > 0 })
+	ready := n.With("READY=1")[0]
 	pid := int32(fe.cmd.Process.Pid)
-	if ready.pid != pid || ready.at.Before(released) {
-		t.Errorf("READY=1 from pid %d at %v; want the main pid %d, after the first list was answered at %v", ready.pid, ready.at, pid, released)
+	if ready.Pid != pid || ready.At.Before(released) {
+		t.Errorf("READY=1 from pid %d at %v; want the main pid %d, after the first list was answered at %v", ready.Pid, ready.At, pid, released)
 	}
-	if st := statusOf(ready); !strings.Contains(st, "serving gRPC on "+addr) || !strings.Contains(st, "0 routes desired, 0 installed, in sync") {
+	if st := ready.Status(); !strings.Contains(st, "serving gRPC on "+addr) || !strings.Contains(st, "0 routes desired, 0 installed, in sync") {
 		t.Errorf("STATUS= with READY=1: %q", st)
 	}
 	waitFor(t, fe, func() bool {
-		all := n.all()
-		return strings.HasSuffix(statusOf(all[len(all)-1]), "route helper up; 0 routes desired, 0 installed, in sync")
+		last, _ := n.Last()
+		return strings.HasSuffix(last.Status(), "route helper up; 0 routes desired, 0 installed, in sync")
 	})
 
 	// The watchdog, as systemd sees it from READY=1 on.
-	var pings []notice
+	var pings []sdnotify.Notice
 	waitFor(t, fe, func() bool {
-		pings = slices.DeleteFunc(n.with("WATCHDOG=1"), func(nt notice) bool { return nt.at.Before(ready.at) })
+		pings = slices.DeleteFunc(n.With("WATCHDOG=1"), func(nt sdnotify.Notice) bool { return nt.At.Before(ready.At) })
 		return len(pings) >= 6
 	})
 	period := time.Duration(watchdogUSec) * time.Microsecond
 	var gaps []time.Duration
 	for i, p := range pings {
-		if p.pid != pid {
-			t.Errorf("WATCHDOG=1 from pid %d, want %d", p.pid, pid)
+		if p.Pid != pid {
+			t.Errorf("WATCHDOG=1 from pid %d, want %d", p.Pid, pid)
 		}
 		if i > 0 {
-			gaps = append(gaps, p.at.Sub(pings[i-1].at))
+			gaps = append(gaps, p.At.Sub(pings[i-1].At))
 		}
 	}
 	t.Logf("watchdog period %v; gaps between WATCHDOG=1: %v", period, gaps)
@@ -346,25 +275,25 @@ func TestSystemdWatchdogStopsWhenResyncBlocked(t *testing.T) {
 	helper := startStandIn(t, frontendUID)
 	n := listenNotify(t)
 	addr := freePort(t)
-	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec), "GOTRACEBACK=all"},
+	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec), "GOTRACEBACK=all"},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "60s", "--resync-interval", "1s")
-	waitFor(t, fe, func() bool { return len(n.with("READY=1")) == 1 && len(n.with("WATCHDOG=1")) >= 2 })
+	waitFor(t, fe, func() bool { return len(n.With("READY=1")) == 1 && len(n.With("WATCHDOG=1")) >= 2 })
 	if !strings.Contains(fe.Output(), "--helper-timeout is not under half the systemd watchdog period") {
 		t.Errorf("no warning that --helper-timeout 60s exceeds the watchdog:\n%s", fe.Output())
 	}
 	helper.hold.Store(true)
 	waitFor(t, fe, func() bool { return helper.held() == 1 })
-	before := len(n.with("WATCHDOG=1"))
+	before := len(n.With("WATCHDOG=1"))
 	// systemd's watchdog: it fires when no WATCHDOG=1 came for a period.
 	period := time.Duration(watchdogUSec) * time.Microsecond
 	var silent time.Duration
 	waitFor(t, fe, func() bool {
-		p := n.with("WATCHDOG=1")
-		silent = time.Since(p[len(p)-1].at)
+		p := n.With("WATCHDOG=1")
+		silent = time.Since(p[len(p)-1].At)
 		return silent >= period
 	})
 	// One ping may have been on its way when the list was taken; none after.
-	if after := len(n.with("WATCHDOG=1")); after > before+1 {
+	if after := len(n.With("WATCHDOG=1")); after > before+1 {
 		t.Errorf("%d WATCHDOG=1 after the resync blocked", after-before)
 	}
 	t.Logf("no WATCHDOG=1 for %v (period %v) with the resync blocked on the helper", silent, period)

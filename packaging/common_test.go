@@ -19,7 +19,11 @@ const (
 	frontendUnit = "quilt-runtime.service"
 	helperUnit   = "quilt-route-helper.service"
 	socketUnit   = "quilt-route-helper.socket"
+	grpcUnit     = "quilt-runtime.socket"
 )
+
+// allUnits are every unit the package ships.
+var allUnits = []string{frontendUnit, helperUnit, socketUnit, grpcUnit}
 
 // binDir holds quilt-route-helper and quilt-runtime built for this test run,
 // in a directory every uid can read.
