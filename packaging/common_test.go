@@ -92,6 +92,7 @@ func requireTool(t *testing.T, names ...string) {
 			t.Skipf("%s is missing (apt-get install %s)", name, map[string]string{
 				"systemd-analyze": "systemd", "lintian": "lintian", "setpriv": "util-linux",
 				"unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2", "dpkg": "dpkg",
+				"script": "bsdutils", "timeout": "coreutils", "make": "make",
 			}[name])
 		}
 	}

@@ -21,6 +21,9 @@
 //     service's SystemCallFilter= and RestrictAddressFamilies=, built and
 //     installed by the test (no systemd as PID 1 here), and proof that it
 //     filters;
+//   - run_test.go: `make run` (packaging/dev/run.sh) stopped every way
+//     (timeout, Ctrl-C, signals to make or to the script, a closed
+//     terminal, SIGKILL and the next run's sweep) leaves nothing behind;
 //   - deb_test.go: builds the .deb, runs lintian, installs it with dpkg in
 //     a private overlay of / (the host's dpkg database is untouched), then
 //     removes and purges it.
