@@ -148,19 +148,25 @@ func (s *Service) repair(ctx context.Context, differ []netip.Prefix, have map[ne
 }
 
 // ResyncLoop resyncs every interval, and at once whenever kick receives
-// (the helper came back), until ctx ends.
-func (s *Service) ResyncLoop(ctx context.Context, interval time.Duration, kick <-chan struct{}) {
+// (the helper came back), until ctx ends. It calls hooks.Alive while it
+// waits and hooks.Done after each resync.
+func (s *Service) ResyncLoop(ctx context.Context, interval time.Duration, kick <-chan struct{}, hooks LoopHooks) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	alive, stop := hooks.ticks()
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-alive:
+			hooks.Alive()
+			continue
 		case <-t.C:
 		case <-kick:
 			t.Reset(interval)
 		}
-		s.Resync(ctx)
+		hooks.done(s.Resync(ctx))
 	}
 }
 

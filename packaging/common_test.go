@@ -19,7 +19,11 @@ const (
 	frontendUnit = "quilt-runtime.service"
 	helperUnit   = "quilt-route-helper.service"
 	socketUnit   = "quilt-route-helper.socket"
+	grpcUnit     = "quilt-runtime.socket"
 )
+
+// allUnits are every unit the package ships.
+var allUnits = []string{frontendUnit, helperUnit, socketUnit, grpcUnit}
 
 // binDir holds quilt-route-helper and quilt-runtime built for this test run,
 // in a directory every uid can read.
@@ -88,6 +92,7 @@ func requireTool(t *testing.T, names ...string) {
 			t.Skipf("%s is missing (apt-get install %s)", name, map[string]string{
 				"systemd-analyze": "systemd", "lintian": "lintian", "setpriv": "util-linux",
 				"unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2", "dpkg": "dpkg",
+				"script": "bsdutils", "timeout": "coreutils", "make": "make",
 			}[name])
 		}
 	}

@@ -43,7 +43,7 @@ func main() {
 			&cli.DurationFlag{Name: "resync-interval", Value: 10 * time.Second, EnvVars: []string{"QUILT_RESYNC_INTERVAL"}, Usage: "how often desired routes are compared with the kernel's and repaired"},
 			&cli.StringFlag{Name: "gateway", Value: "1", EnvVars: []string{"QUILT_GATEWAY"}, Usage: "the gateway's host number in the node subnet (the container bridge's address): 1 is .1"},
 			&cli.StringFlag{Name: "ip-range", Value: "10-254", EnvVars: []string{"QUILT_IP_RANGE"}, Usage: "host numbers containers get addresses from, FIRST-LAST"},
-			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics (off when empty)"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics, such as " + frontend.SuggestedMetricsAddr + " (off when empty)"},
 			&cli.IntFlag{Name: "max-connections", Value: frontend.DefaultMaxConns, EnvVars: []string{"QUILT_MAX_CONNECTIONS"}, Usage: "gRPC connections served at once per listen address; more wait until one closes"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
