@@ -1,4 +1,5 @@
-# quilt-runtime networking. `make run` to try it, `make test` to check it.
+# quilt-runtime networking. `make run` to try it, `make test` to check it;
+# on a fresh Debian machine with Go, as root, each installs what it lacks.
 SHELL := /bin/bash
 GO ?= go
 # Pure Go everywhere: static binaries install anywhere, and the helper
@@ -9,9 +10,15 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz package clean bench
+.PHONY: all build deps run test vet fmt-check proto fuzz package clean bench
 
 all: build
+
+# What run and test need beyond Go (packaging/dev/deps.txt): as root, the
+# missing Debian packages are installed, and named; with everything there,
+# nothing happens. Without root it names what to install and fails.
+deps:
+	@bash packaging/dev/deps.sh
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./helper/cmd/quilt-route-helper ./frontend/cmd/quilt-runtime ./frontend/cmd/quiltctl
@@ -20,7 +27,7 @@ build:
 # with vxlan100 and the frontend (unprivileged) on 127.0.0.1:50051.
 # SANDBOX=0 runs the helper against the host's own routing table instead.
 SANDBOX ?= 1
-run: build
+run: deps build
 	SANDBOX=$(SANDBOX) bash packaging/dev/run.sh
 
 fmt-check:
@@ -32,7 +39,7 @@ vet:
 # Unit, integration (real kernel, in throwaway namespaces) and end-to-end
 # tests. Root is needed for the namespaces; without it those tests skip,
 # and with CI=true they fail instead.
-test: fmt-check vet
+test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 15m ./...
 
 # Regenerates proto/quiltpb with pinned generators (see proto/gen.sh).
@@ -71,7 +78,7 @@ clean:
 # SIGKILL restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: build
+demo: deps build
 	$(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/quilt-demo
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root: it creates network namespaces and starts processes under other uids (try: sudo make demo)" >&2; exit 1; }
 	$(BIN)/quilt-demo -bin $(BIN) $(DEMO_FLAGS)

@@ -3,6 +3,7 @@ module github.com/quiltmesh/quilt-runtime
 go 1.26.0
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/vsock v1.4.0
 	github.com/urfave/cli/v2 v2.27.7

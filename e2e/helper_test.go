@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ func want(t *testing.T, got wire.Record, status wire.Status, result wire.Result)
 // against the real kernel, checking the route table after each step.
 func TestHelperOwnership(t *testing.T) {
 	ns := newNetns(t, "vxlan100", "vxlan200")
-	_, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan200")
+	h, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan200")
 	c := dialHelper(t, sock)
 	ours := func() string { return routes(t, ns, "proto", "81") }
 
@@ -117,6 +118,40 @@ func TestHelperOwnership(t *testing.T) {
 	if got := routes(t, ns); got != exp {
 		t.Fatalf("final table:\n%s\nwant:\n%s", got, exp)
 	}
+
+	// The audit log: every kernel change and every refusal, with the
+	// peer; nothing for the requests that found everything as asked. A
+	// last refusal marks the end of the log.
+	want(t, call(t, c, add("10.43.2.0/24", "vxlan100")), wire.StatusOutsideCluster, wire.ResultNone)
+	waitFor(t, h, func() bool { return strings.Contains(h.Output(), "dst=10.43.2.0/24") })
+	peer := fmt.Sprintf("uid %d", os.Getuid())
+	audit := strings.Join([]string{
+		"add 10.42.2.0/24 vxlan100 created ok 0", "add 10.42.2.0/24 vxlan200 moved ok 0",
+		"add 10.42.5.0/24 vxlan100 none conflict 0", "add 10.42.5.0/24 vxlan200 none conflict 0", "add 10.42.6.0/24 vxlan100 none conflict 0",
+		`delete 10.42.5.0/24 "" none not-owned 0`, `delete 10.42.6.0/24 "" none not-owned 0`,
+		"add 10.42.7.0/24 vxlan100 created ok 0", "add 10.42.8.0/24 vxlan100 none conflict 0", `delete 10.42.7.0/24 "" deleted ok 0`,
+		"add 10.42.3.0/24 vxlan100 created ok 0", `delete 10.42.2.0/24 "" deleted ok 0`, "add 10.43.2.0/24 vxlan100 none outside-cluster 0",
+	}, "\n")
+	if got := strings.Join(auditLines(h.Output(), peer), "\n"); got != audit {
+		t.Errorf("audit log (op dst dev result status errno):\n%s\nwant:\n%s", got, audit)
+	}
+}
+
+// auditRe matches one line of the helper's audit log.
+var auditRe = regexp.MustCompile(`msg="route (\S+)" dst=(\S+) dev=(\S+) peer\.pid=\d+ peer\.uid=(\d+) peer\.gid=\d+ result=(\S+) status=(\S+) errno=(\d+)`)
+
+// auditLines returns the audit log's lines as "op dst dev result status
+// errno", each checked to name the peer ("uid N").
+func auditLines(out, peer string) []string {
+	var lines []string
+	for _, m := range auditRe.FindAllStringSubmatch(out, -1) {
+		line := strings.Join([]string{m[1], m[2], m[3], m[5], m[6], m[7]}, " ")
+		if "uid "+m[4] != peer {
+			line += " from uid " + m[4]
+		}
+		lines = append(lines, line)
+	}
+	return lines
 }
 
 // TestHelperPolicy sends requests straight to the helper's socket that a

@@ -4,12 +4,16 @@ import (
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
 
 	"context"
+	"encoding/binary"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -83,20 +87,91 @@ func TestPrivilegeSeparatedAgentSequence(t *testing.T) {
 	for _, line := range []string{
 		"RPC: ConfigureNodeSubnet(subnet=10.42.1.0/24)", "IPAM configured with subnet: 10.42.1.0/24",
 		"RPC: InjectRoute(destination=10.42.2.0/24, via=vxlan100)", "Added route: 10.42.2.0/24 dev vxlan100",
-		"Removed route: 10.42.3.0/24", "Route already absent: 10.42.3.0/24",
+		"Removed route: 10.42.3.0/24",
 	} {
 		if !strings.Contains(fe.Output(), line) {
 			t.Errorf("frontend log lacks %q", line)
 		}
 	}
+	// The calls that changed nothing (the second inject and remove) are
+	// logged at DEBUG, below the default level.
+	for _, line := range []string{"Route already present", "Route already absent"} {
+		if strings.Contains(fe.Output(), line) {
+			t.Errorf("frontend log at INFO has %q", line)
+		}
+	}
 }
 
-// TestFrontendRefusesPrivileges: the frontend will not run as root.
+// TestFrontendRefusesPrivileges: the frontend will not run as root, nor
+// as an unprivileged uid holding a capability in any set that grants one
+// (effective, permitted, inheritable, ambient), and its error names the
+// set; it refuses before it opens a socket. The same uid with no
+// capability starts.
 func TestFrontendRefusesPrivileges(t *testing.T) {
 	ns := newNetns(t)
-	p := start(t, ns, nil, filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", freePort(t), "--helper-socket", "/nonexistent")
-	if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "running as uid 0") {
-		t.Fatalf("frontend as root: %v %q", err, p.Output())
+	dir := socketDir(t, nobody)
+	// A copy of the binary with a file capability that is permitted but not
+	// effective (setcap cap_net_admin+p): exec gives an unprivileged uid
+	// CAP_NET_ADMIN in CapPrm only. Written as the kernel's xattr
+	// (vfs_cap_data, revision 2, no effective flag), so no libcap tool is
+	// needed.
+	fileCap := filepath.Join(dir, "quilt-runtime-filecap")
+	b, err := os.ReadFile(filepath.Join(binDir, "quilt-runtime"))
+	if err == nil {
+		err = os.WriteFile(fileCap, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	xattr := make([]byte, 20)
+	binary.LittleEndian.PutUint32(xattr[0:], 0x02000000) // VFS_CAP_REVISION_2
+	binary.LittleEndian.PutUint32(xattr[4:], 1<<unix.CAP_NET_ADMIN)
+	if err := unix.Setxattr(fileCap, "security.capability", xattr, 0); err != nil {
+		t.Fatalf("set a file capability on %s: %v", fileCap, err)
+	}
+	user := []string{"setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups"}
+	for _, tc := range []struct {
+		name    string
+		setpriv []string // nil: as the test, root
+		bin     string
+		want    []string // named in the error; nil: it must start
+		absent  string   // a set that must not be named
+	}{
+		{"root", nil, "quilt-runtime", []string{"uid 0"}, ""},
+		{"inheritable only", append(user, "--inh-caps=-all,+net_admin", "--"), "quilt-runtime", []string{"CapInh (inheritable)"}, "CapEff"},
+		{"ambient", append(user, "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--"), "quilt-runtime", []string{"CapAmb (ambient)", "CapEff (effective)", "CapPrm"}, ""},
+		{"permitted, not effective (file capability)", append(user, "--inh-caps=-all", "--"), fileCap, []string{"CapPrm (permitted)"}, "CapEff"},
+		{"no capability", unprivileged(nobody), "quilt-runtime", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin := tc.bin
+			if !filepath.IsAbs(bin) {
+				bin = filepath.Join(binDir, bin)
+			}
+			addr := freePort(t)
+			p := start(t, ns, tc.setpriv, bin, "--grpc-addr", addr, "--helper-socket", filepath.Join(dir, "absent.sock"),
+				"--state-dir", filepath.Join(socketDir(t, nobody), "state"))
+			if tc.want == nil {
+				waitFor(t, p, func() bool { return strings.Contains(p.Output(), "Starting gRPC server on "+addr) })
+				return
+			}
+			err := p.wait(t, 10*time.Second)
+			out := p.Output()
+			if err == nil {
+				t.Fatalf("started; want a refusal naming %q:\n%s", tc.want, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("the refusal does not name %q (for a file capability: is %s on a nosuid mount?):\n%s", w, bin, out)
+				}
+			}
+			if tc.absent != "" && strings.Contains(out, tc.absent) {
+				t.Errorf("the refusal names %s, which this start does not hold:\n%s", tc.absent, out)
+			}
+			if strings.Contains(out, "Starting gRPC server") || strings.Contains(out, "state loaded") {
+				t.Errorf("it got as far as the state or a listener before refusing:\n%s", out)
+			}
+		})
 	}
 }
 

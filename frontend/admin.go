@@ -129,6 +129,18 @@ func (a *Admin) GetStatus(ctx context.Context, _ *quiltpb.GetStatusRequest) (*qu
 	if herr != nil {
 		resp.HelperError = herr.Error()
 	}
+	// What the helper holds now: a route injected since the last resync
+	// must not read as missing.
+	if owned, err := a.Helper.List(ctx); err != nil {
+		resp.RoutesNowError = err.Error()
+	} else {
+		resp.InstalledRoutesNow = int32(len(owned))
+		for _, rt := range owned {
+			if via, ok := a.Routes.Get(rt.Dst); ok && via == rt.Ifname {
+				resp.InSyncRoutesNow++
+			}
+		}
+	}
 	r := a.LastResync()
 	resp.InstalledRoutes = int32(r.Installed)
 	resp.LastResync = &quiltpb.ResyncStatus{DurationSeconds: r.Duration.Seconds(), Ok: r.OK(), Added: int32(r.Added), Moved: int32(r.Moved),

@@ -145,6 +145,11 @@ func TestResyncAndViews(t *testing.T) {
 	if got := routeTable(lr); got != want {
 		t.Fatalf("before resync:\n%s\nwant:\n%s", got, want)
 	}
+	// Before any resync, the status shows what the helper holds now.
+	st, err := ac.GetStatus(ctx, &quiltpb.GetStatusRequest{})
+	if err != nil || st.InstalledRoutesNow != 3 || st.InSyncRoutesNow != 1 || st.RoutesNowError != "" || st.InstalledRoutes != 0 || st.LastResync.Time != "" {
+		t.Fatalf("status before resync: %v %v", st, err)
+	}
 	res := svc.Resync(ctx)
 	if res.Added != 1 || res.Moved != 1 || res.Removed != 1 || res.Conflicts != 1 || res.Failed != 0 || res.OK() || res.Installed != 3 {
 		t.Fatalf("resync: %+v", res)
@@ -156,9 +161,10 @@ func TestResyncAndViews(t *testing.T) {
 		t.Fatalf("after resync:\n%s\nwant:\n%s", got, want)
 	}
 	svc.SetHelperHealth(nil)
-	st, err := ac.GetStatus(ctx, &quiltpb.GetStatusRequest{})
+	st, err = ac.GetStatus(ctx, &quiltpb.GetStatusRequest{})
 	if err != nil || st.Version != "v-test" || st.DesiredRoutes != 4 || st.InstalledRoutes != 3 || !st.HelperAvailable ||
-		st.LastResync.Conflicts != 1 || st.LastResync.Added != 1 || st.LastResync.Ok || st.LastResync.Time == "" {
+		st.LastResync.Conflicts != 1 || st.LastResync.Added != 1 || st.LastResync.Ok || st.LastResync.Time == "" ||
+		st.InstalledRoutesNow != 3 || st.InSyncRoutesNow != 3 {
 		t.Fatalf("status: %v %v", st, err)
 	}
 	rec := httptest.NewRecorder()
@@ -173,6 +179,12 @@ func TestResyncAndViews(t *testing.T) {
 	fake.conflict = nil
 	if res := svc.Resync(ctx); !res.OK() || res.Added != 1 || svc.Conflicts() != 0 {
 		t.Fatalf("after the foreign route left: %+v", res)
+	}
+	// Without the helper, the routes held now are unknown, and say why.
+	fake.err = fmt.Errorf("%w: test", ErrUnavailable)
+	st, err = ac.GetStatus(ctx, &quiltpb.GetStatusRequest{})
+	if err != nil || st.InstalledRoutesNow != 0 || !strings.Contains(st.RoutesNowError, "route helper unavailable: test") || st.InstalledRoutes != 4 {
+		t.Fatalf("status without the helper: %v %v", st, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -35,12 +36,14 @@ func (a *Admin) SyncRoutes(stream grpc.ClientStreamingServer[quiltpb.SyncRoutesR
 
 // serveBatch receives a batch stream, applies it, and answers.
 func serveBatch[M any](a *Admin, stream grpc.ClientStreamingServer[M, quiltpb.ApplyRoutesResponse], rpc string, sync bool, changes func(*M) []*quiltpb.RouteChange) error {
+	var resp *quiltpb.ApplyRoutesResponse
 	in, err := receive(stream, changes)
-	if err != nil {
-		return err
+	if err == nil {
+		resp, err = a.applyBatch(stream.Context(), rpc, in, sync)
 	}
-	resp, err := a.applyBatch(stream.Context(), rpc, in, sync)
 	if err != nil {
+		a.Log.Warn(rpc+" refused", "rpc", rpc, "changes", len(in), "err", err)
+		a.calls.count(false, true)
 		return err
 	}
 	return stream.SendAndClose(resp)
@@ -84,7 +87,6 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 			err = fmt.Errorf("changes[%d].destination %v appears twice (also changes[%d]); give each destination once", i, dst, j)
 		}
 		if err != nil {
-			a.Log.Warn(rpc+" refused", "rpc", rpc, "changes", len(in), "err", err)
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		changes[i].Dst, seen[dst] = dst, i
@@ -105,7 +107,8 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 		slices.SortFunc(gone, func(x, y Change) int { return x.Dst.Addr().Compare(y.Dst.Addr()) })
 		changes = append(changes, gone...)
 	}
-	if err := a.Routes.SetMany(changes); err != nil {
+	recorded, err := a.Routes.SetMany(changes)
+	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%d route changes not recorded, nothing changed: %v", len(changes), err)
 	}
 	res, errs := a.Helper.Apply(ctx, changes)
@@ -126,9 +129,17 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 		resp.Results[i] = r
 		count[r.Result]++
 	}
-	a.Log.Info(fmt.Sprintf("%s: %d changes", rpc, len(changes)), "rpc", rpc, "changes", len(changes), "created", count[quiltpb.RouteResult_ROUTE_RESULT_CREATED],
+	// A batch that found everything as asked is logged at DEBUG, as a
+	// no-op InjectRoute is, and counted for the summary.
+	changed := recorded > 0 || count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED] < len(changes)
+	a.calls.count(changed, resp.Failed > 0)
+	level := slog.LevelDebug
+	if changed {
+		level = slog.LevelInfo
+	}
+	a.Log.Log(ctx, level, fmt.Sprintf("%s: %d changes", rpc, len(changes)), "rpc", rpc, "changes", len(changes), "created", count[quiltpb.RouteResult_ROUTE_RESULT_CREATED],
 		"unchanged", count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED], "moved", count[quiltpb.RouteResult_ROUTE_RESULT_MOVED],
-		"deleted", count[quiltpb.RouteResult_ROUTE_RESULT_DELETED], "failed", resp.Failed, "took", time.Since(start).Round(time.Microsecond))
+		"deleted", count[quiltpb.RouteResult_ROUTE_RESULT_DELETED], "failed", resp.Failed, "recorded", recorded, "took", time.Since(start).Round(time.Microsecond))
 	return resp, nil
 }
 

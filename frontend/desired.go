@@ -93,8 +93,9 @@ func (d *Desired) Set(dst netip.Prefix, ifname string) (changed bool, err error)
 }
 
 // SetMany records many changes (an empty Ifname: not routed) in one
-// transaction; the caller holds every lock.
-func (d *Desired) SetMany(changes []Change) error {
+// transaction; the caller holds every lock. It returns how many changed
+// the desired set.
+func (d *Desired) SetMany(changes []Change) (int, error) {
 	var rc []state.RouteChange
 	for _, c := range changes {
 		if cur, ok := d.Get(c.Dst); c.Ifname == "" && ok || c.Ifname != "" && cur != c.Ifname {
@@ -102,10 +103,10 @@ func (d *Desired) SetMany(changes []Change) error {
 		}
 	}
 	if len(rc) == 0 {
-		return nil
+		return 0, nil
 	}
 	if err := d.store.ChangeRoutes(rc...); err != nil {
-		return err
+		return 0, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -116,7 +117,7 @@ func (d *Desired) SetMany(changes []Change) error {
 			d.routes[c.Dst] = c.Ifname
 		}
 	}
-	return nil
+	return len(rc), nil
 }
 
 // Delete records that dst should not be routed; the caller holds dst's

@@ -20,5 +20,13 @@
 // interval, the metrics address, the connection limit). gRPC limits:
 // MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
 // every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
-// Logs go to the injected *slog.Logger.
+// Logs go to the injected *slog.Logger: at INFO what changes something or
+// fails, at DEBUG the calls that find everything as asked, counted in one
+// INFO summary every Config.SummaryInterval (DefaultSummaryInterval).
+//
+// systemd (systemd.go): sockets passed with LISTEN_FDS and named "grpc" in
+// LISTEN_FDNAMES stand in for the --grpc-addr they are bound to; with
+// NOTIFY_SOCKET it sends READY=1 once the listeners are open and the first
+// resync has finished, STATUS= lines, and STOPPING=1; with WATCHDOG_USEC
+// the resync loop sends WATCHDOG=1 every half period between resyncs.
 package frontend

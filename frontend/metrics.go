@@ -8,6 +8,10 @@ import (
 	"sync/atomic"
 )
 
+// SuggestedMetricsAddr is the --metrics-addr the packaged configuration,
+// the flag's help and the README name. Metrics are off unless it is given.
+const SuggestedMetricsAddr = "127.0.0.1:9542"
+
 // resyncCounters are the running totals the metrics report.
 type resyncCounters struct {
 	runs, failed, added, moved, removed atomic.Uint64

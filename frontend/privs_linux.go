@@ -3,17 +3,20 @@ package frontend
 import (
 	"fmt"
 	"os"
-
-	"golang.org/x/sys/unix"
 )
 
-// CheckPrivileges refuses uid 0 and any effective capability: the
-// frontend faces the network and never needs either.
+// CheckPrivileges refuses uid 0 (real, effective, saved or filesystem) and
+// any capability in the effective, permitted, inheritable or ambient set,
+// as the kernel reports them in /proc/self/status: the frontend faces the
+// network and never needs any of them.
 func CheckPrivileges() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read capabilities: %w", err)
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return fmt.Errorf("privilege check: %w", err)
 	}
-	return privilegeError(os.Getuid(), os.Geteuid(), uint64(data[1].Effective)<<32|uint64(data[0].Effective))
+	id, err := parseStatus(b)
+	if err != nil {
+		return fmt.Errorf("privilege check: /proc/self/status: %w", err)
+	}
+	return privilegeError(id)
 }

@@ -148,19 +148,25 @@ func (s *Service) repair(ctx context.Context, differ []netip.Prefix, have map[ne
 }
 
 // ResyncLoop resyncs every interval, and at once whenever kick receives
-// (the helper came back), until ctx ends.
-func (s *Service) ResyncLoop(ctx context.Context, interval time.Duration, kick <-chan struct{}) {
+// (the helper came back), until ctx ends. It calls hooks.Alive while it
+// waits and hooks.Done after each resync.
+func (s *Service) ResyncLoop(ctx context.Context, interval time.Duration, kick <-chan struct{}, hooks LoopHooks) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	alive, stop := hooks.ticks()
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-alive:
+			hooks.Alive()
+			continue
 		case <-t.C:
 		case <-kick:
 			t.Reset(interval)
 		}
-		s.Resync(ctx)
+		hooks.done(s.Resync(ctx))
 	}
 }
 
@@ -218,6 +224,19 @@ func (s *Service) RepairChanged(ctx context.Context, changed []netip.Prefix) Res
 	}
 	r.Duration = time.Since(r.Start)
 	s.counters.countRepairs(r)
+	// Logged as a resync is: at INFO when it changed something or found
+	// something wrong. Only then is it counted for the summary, as a call
+	// that changed something (or failed); an event whose routes were in
+	// line already is no call of the agent's that found everything as
+	// asked, so it is not counted at all.
+	failed := r.Failed > 0 || r.Conflicts > 0
+	level, msg := s.Log.Debug, "watch: in sync"
+	if r.Repairs() > 0 || failed {
+		level, msg = s.Log.Info, "watch: done"
+		s.calls.count(r.Repairs() > 0, failed)
+	}
+	level(msg, "added", r.Added, "moved", r.Moved, "removed", r.Removed, "conflicts", r.Conflicts, "failed", r.Failed,
+		"changed", len(changed), "desired", len(desired), "took", r.Duration.Round(time.Microsecond), "err", r.Err)
 	return r
 }
 

@@ -45,6 +45,7 @@ type Config struct {
 	ResyncInterval         time.Duration // between comparisons of desired and installed routes
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
 	MaxConns               int           // connections served at once per listener
+	SummaryInterval        time.Duration // between summaries of the route calls; 0: DefaultSummaryInterval
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
 	Helper  RouteHelper
@@ -206,6 +207,31 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", show(cfg.MetricsAddr))
 		}
 	}
+	// Sockets systemd passed stand in for the --grpc-addr they match; the
+	// rest are listened on here.
+	inherited, err := passedListeners()
+	if err != nil {
+		return err
+	}
+	fromSystemd := make([]net.Listener, len(lns))
+	for i, l := range lns {
+		fromSystemd[i] = inherited.take(l)
+	}
+	if err := inherited.leftover(); err != nil {
+		return err
+	}
+	defer func() {
+		for _, l := range fromSystemd {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	notify := newNotifier(cfg.Log)
+	if w := notify.watchdog; w > 0 && cfg.HelperTimeout >= w/2 {
+		cfg.Log.Warn("--helper-timeout is not under half the systemd watchdog period: a helper that stops answering holds a resync past the watchdog, and systemd restarts this frontend",
+			"helper_timeout", cfg.HelperTimeout, "watchdog", w)
+	}
 	store, snap, err := state.Open(cfg.StateDir, cfg.Log)
 	if err != nil {
 		return err
@@ -219,35 +245,41 @@ func Run(ctx context.Context, cfg Config) error {
 
 	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer client.Close()
-	helper := cmp.Or[RouteHelper](cfg.Helper, client)
-	svc := &Service{Policy: cfg.Policy, Helper: helper, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
-	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
 	hs := health.NewServer()
-	srv := NewGRPCServer(adm, hs, tc)
+	servingStatus(hs, false)
+	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	kick := make(chan struct{}, 1)
-	report := func(err error) {
+	svc := &Service{Policy: cfg.Policy, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
+	hh := &helperHealth{change: func(err error) {
 		svc.SetHelperHealth(err)
-		st := healthpb.HealthCheckResponse_NOT_SERVING
+		servingStatus(hs, err == nil)
+		notify.helper(err)
 		if err == nil {
-			st = healthpb.HealthCheckResponse_SERVING
 			select { // the helper is back: compare routes now
 			case kick <- struct{}{}:
 			default:
 			}
 		}
-		hs.SetServingStatus("", st)
-		hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, st)
-	}
-	// The agent's service needs the helper; the admin service's addresses
-	// and views do not.
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(quiltpb.QuiltRuntime_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}}
+	helper := reportingHelper{RouteHelper: cmp.Or[RouteHelper](cfg.Helper, client), health: hh, log: cfg.Log}
+	svc.Helper = helper
+	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
+	srv := NewGRPCServer(adm, hs, tc)
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
-	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
-	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
+	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, func(err error) { hh.report(err) })
+	select { // the first resync runs at once (unless the helper's hello already asked); readiness waits for it
+	case kick <- struct{}{}:
+	default:
+	}
+	// The watch's resync events (its first, and any later) kick the same
+	// channel: they only ask ResyncLoop for a resync, dropped if one is
+	// pending already. Readiness (after ResyncLoop's first resync) and the
+	// watchdog (while ResyncLoop waits) stay ResyncLoop's alone; the
+	// watch's own repairs (RepairChanged) report to neither.
+	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick, notify.hooks(svc.Routes.Len))
 	go svc.WatchLoop(bg, kick)
+	go svc.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, DefaultSummaryInterval))
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -259,22 +291,30 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Info("serving metrics on http://"+cfg.MetricsAddr+"/metrics", "addr", cfg.MetricsAddr)
 	}
 	errc := make(chan error, len(lns))
-	for _, l := range lns {
-		nl, err := l.Listen()
-		if err != nil {
-			srv.Stop()
-			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+	var addrs []string
+	for i, l := range lns {
+		nl, from := fromSystemd[i], "systemd"
+		if nl == nil {
+			if nl, err = l.Listen(); err != nil {
+				srv.Stop()
+				return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+			}
+			from = "own"
 		}
-		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "",
+		fromSystemd[i] = nil // srv closes it from here on
+		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "socket", from, "tls", tc != nil, "mtls", cfg.TLSCA != "",
 			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))
+		addrs = append(addrs, l.Addr)
 		go func() { errc <- srv.Serve(netutil.LimitListener(nl, cmp.Or(cfg.MaxConns, DefaultMaxConns))) }()
 	}
+	notify.listened(addrs)
 	select {
 	case <-ctx.Done():
 		cfg.Log.Info("stopping gRPC server; routes stay in the kernel")
 	case err = <-errc:
 		cfg.Log.Error("gRPC server failed", "err", err)
 	}
+	notify.stopping()
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {

@@ -32,6 +32,7 @@ type Service struct {
 	helperSet bool
 	resync    ResyncResult // the last one
 	counters  resyncCounters
+	calls     callCounts // route calls since the last summary
 }
 
 // Subnet returns the configured node subnet, if any.
@@ -66,99 +67,109 @@ func (s *Service) Conflicts() int {
 }
 
 func (s *Service) ConfigureNodeSubnet(ctx context.Context, req *quiltpb.ConfigureNodeSubnetRequest) (*quiltpb.ConfigureNodeSubnetResponse, error) {
-	s.Log.Info(fmt.Sprintf("RPC: ConfigureNodeSubnet(subnet=%s)", clip(req.Subnet)), "rpc", "ConfigureNodeSubnet", "subnet", clip(req.Subnet))
-	err := s.configure(req.Subnet)
-	return &quiltpb.ConfigureNodeSubnetResponse{Success: err == nil, Error: s.outcome("ConfigureNodeSubnet", err)}, nil
+	e, err := s.configure(req.Subnet)
+	msg := s.logCall(ctx, "ConfigureNodeSubnet", fmt.Sprintf("RPC: ConfigureNodeSubnet(subnet=%s)", clip(req.Subnet)), []any{"subnet", clip(req.Subnet)}, e, err)
+	return &quiltpb.ConfigureNodeSubnetResponse{Success: err == nil, Error: msg}, nil
 }
 
-func (s *Service) configure(raw string) error {
+func (s *Service) configure(raw string) (effect, error) {
 	subnet, err := ParseDestination(s.Policy, "subnet", raw)
 	if err != nil {
-		return err
+		return effect{}, err
 	}
 	// The subnet's route lock keeps an InjectRoute of the same prefix out
 	// while the two are compared.
 	defer s.Routes.Lock(subnet)()
 	if via, ok := s.Routes.Get(subnet); ok {
-		return fmt.Errorf("subnet %v is routed to a peer node via %s (InjectRoute); it cannot also be this node's: remove that route first", subnet, via)
+		return effect{}, fmt.Errorf("subnet %v is routed to a peer node via %s (InjectRoute); it cannot also be this node's: remove that route first", subnet, via)
 	}
 	changed, err := s.IPAM.SetSubnet(subnet)
-	switch {
-	case err != nil:
-		return err
-	case !changed:
-		s.Log.Info("IPAM already configured with subnet: "+subnet.String(), "subnet", subnet)
-	default:
-		s.Log.Info("IPAM configured with subnet: "+subnet.String(), "subnet", subnet)
+	if err != nil {
+		return effect{}, err
 	}
-	return nil
+	e := effect{changed: changed, msg: "IPAM configured with subnet: " + subnet.String(), attrs: []any{"subnet", subnet}}
+	if !changed {
+		e.msg = "IPAM already configured with subnet: " + subnet.String()
+	}
+	return e, nil
 }
 
 func (s *Service) InjectRoute(ctx context.Context, req *quiltpb.InjectRouteRequest) (*quiltpb.InjectRouteResponse, error) {
-	s.Log.Info(fmt.Sprintf("RPC: InjectRoute(destination=%s, via=%s)", clip(req.Destination), clip(req.ViaInterface)),
-		"rpc", "InjectRoute", "destination", clip(req.Destination), "via", clip(req.ViaInterface))
-	err := s.inject(ctx, req.Destination, req.ViaInterface)
-	return &quiltpb.InjectRouteResponse{Success: err == nil, Error: s.outcome("InjectRoute", err)}, nil
+	e, err := s.inject(ctx, req.Destination, req.ViaInterface)
+	msg := s.logCall(ctx, "InjectRoute", fmt.Sprintf("RPC: InjectRoute(destination=%s, via=%s)", clip(req.Destination), clip(req.ViaInterface)),
+		[]any{"destination", clip(req.Destination), "via", clip(req.ViaInterface)}, e, err)
+	return &quiltpb.InjectRouteResponse{Success: err == nil, Error: msg}, nil
 }
 
 // inject records the route as desired, then asks the helper for it. The
 // record stays whatever the helper answers, so a resync retries a route
 // the helper could not add now.
-func (s *Service) inject(ctx context.Context, rawDst, rawIf string) error {
+func (s *Service) inject(ctx context.Context, rawDst, rawIf string) (effect, error) {
 	dst, err := ParseDestination(s.Policy, "destination", rawDst)
 	if err != nil {
-		return err
+		return effect{}, err
 	}
 	ifname, err := ParseInterface(s.Policy, rawIf)
 	if err != nil {
-		return err
+		return effect{}, err
 	}
 	defer s.Routes.Lock(dst)()
 	if dst == s.Subnet() {
-		return fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
+		return effect{}, fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
 	}
-	if _, err := s.Routes.Set(dst, ifname); err != nil {
-		return fmt.Errorf("route %v dev %s not recorded, nothing changed: %w", dst, ifname, err)
+	recorded, err := s.Routes.Set(dst, ifname)
+	if err != nil {
+		return effect{}, fmt.Errorf("route %v dev %s not recorded, nothing changed: %w", dst, ifname, err)
 	}
 	res, err := s.one(ctx, Change{dst, ifname})
 	s.noteConflict(dst, err)
 	if err != nil {
-		return helperError("add", dst, ifname, err)
+		return effect{}, helperError("add", dst, ifname, err)
 	}
-	msg := map[wire.Result]string{wire.ResultCreated: "Added route", wire.ResultUnchanged: "Route already present", wire.ResultMoved: "Moved route"}[res]
-	s.Log.Info(fmt.Sprintf("%s: %v dev %s", msg, dst, ifname), "destination", dst, "dev", ifname, "result", res)
-	return nil
+	e := effect{changed: true, attrs: []any{"destination", dst, "dev", ifname, "result", res, "recorded", recorded}}
+	switch res {
+	case wire.ResultCreated:
+		e.msg = fmt.Sprintf("Added route: %v dev %s", dst, ifname)
+	case wire.ResultMoved:
+		e.msg = fmt.Sprintf("Moved route: %v dev %s", dst, ifname)
+	default: // unchanged: a change only if it was not desired so yet
+		e.msg, e.changed = fmt.Sprintf("Route already present: %v dev %s", dst, ifname), recorded
+	}
+	return e, nil
 }
 
 func (s *Service) RemoveRoute(ctx context.Context, req *quiltpb.RemoveRouteRequest) (*quiltpb.RemoveRouteResponse, error) {
-	s.Log.Info(fmt.Sprintf("RPC: RemoveRoute(destination=%s)", clip(req.Destination)), "rpc", "RemoveRoute", "destination", clip(req.Destination))
-	err := s.remove(ctx, req.Destination)
-	return &quiltpb.RemoveRouteResponse{Success: err == nil, Error: s.outcome("RemoveRoute", err)}, nil
+	e, err := s.remove(ctx, req.Destination)
+	msg := s.logCall(ctx, "RemoveRoute", fmt.Sprintf("RPC: RemoveRoute(destination=%s)", clip(req.Destination)), []any{"destination", clip(req.Destination)}, e, err)
+	return &quiltpb.RemoveRouteResponse{Success: err == nil, Error: msg}, nil
 }
 
 // remove forgets the route, then asks the helper to delete it. If the
 // helper cannot, the route is ours and no longer desired, so a resync
 // removes it.
-func (s *Service) remove(ctx context.Context, rawDst string) error {
+func (s *Service) remove(ctx context.Context, rawDst string) (effect, error) {
 	dst, err := ParseDestination(s.Policy, "destination", rawDst)
 	if err != nil {
-		return err
+		return effect{}, err
 	}
 	defer s.Routes.Lock(dst)()
 	if dst == s.Subnet() {
-		return fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
+		return effect{}, fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
 	}
-	if _, err := s.Routes.Delete(dst); err != nil {
-		return fmt.Errorf("removal of route %v not recorded, nothing changed: %w", dst, err)
+	forgot, err := s.Routes.Delete(dst)
+	if err != nil {
+		return effect{}, fmt.Errorf("removal of route %v not recorded, nothing changed: %w", dst, err)
 	}
 	s.noteConflict(dst, nil)
 	res, err := s.one(ctx, Change{Dst: dst})
 	if err != nil {
-		return helperError("delete", dst, "", err)
+		return effect{}, helperError("delete", dst, "", err)
 	}
-	msg := map[wire.Result]string{wire.ResultDeleted: "Removed route", wire.ResultAbsent: "Route already absent"}[res]
-	s.Log.Info(fmt.Sprintf("%s: %v", msg, dst), "destination", dst, "result", res)
-	return nil
+	e := effect{changed: true, msg: fmt.Sprintf("Removed route: %v", dst), attrs: []any{"destination", dst, "result", res, "recorded", forgot}}
+	if res == wire.ResultAbsent { // a change only if it was desired until now
+		e.msg, e.changed = fmt.Sprintf("Route already absent: %v", dst), forgot
+	}
+	return e, nil
 }
 
 // one asks the helper for a single change.
@@ -181,15 +192,6 @@ func (s *Service) noteConflict(dst netip.Prefix, err error) {
 	} else if !errors.Is(err, ErrUnavailable) {
 		delete(s.conflicts, dst)
 	}
-}
-
-// outcome logs a failure and returns the message for the reply.
-func (s *Service) outcome(rpc string, err error) string {
-	if err == nil {
-		return ""
-	}
-	s.Log.Warn(rpc+" failed", "rpc", rpc, "err", err)
-	return err.Error()
 }
 
 // helperError turns the helper's answer into a message naming the route.

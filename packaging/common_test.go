@@ -19,7 +19,11 @@ const (
 	frontendUnit = "quilt-runtime.service"
 	helperUnit   = "quilt-route-helper.service"
 	socketUnit   = "quilt-route-helper.socket"
+	grpcUnit     = "quilt-runtime.socket"
 )
+
+// allUnits are every unit the package ships.
+var allUnits = []string{frontendUnit, helperUnit, socketUnit, grpcUnit}
 
 // binDir holds quilt-route-helper and quilt-runtime built for this test run,
 // in a directory every uid can read.
@@ -77,17 +81,18 @@ func requireRoot(t *testing.T) {
 }
 
 // requireTool skips the test when a program is missing, or fails it when
-// CI=true (.ci/run installs them all).
+// CI=true (make deps installs them all: packaging/dev/deps.txt).
 func requireTool(t *testing.T, names ...string) {
 	t.Helper()
 	for _, name := range names {
 		if _, err := exec.LookPath(name); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing and CI=true forbids skipping: .ci/run should install it", name)
+				t.Fatalf("%s is missing and CI=true forbids skipping: make deps installs it (packaging/dev/deps.txt)", name)
 			}
 			t.Skipf("%s is missing (apt-get install %s)", name, map[string]string{
 				"systemd-analyze": "systemd", "lintian": "lintian", "setpriv": "util-linux",
 				"unshare": "util-linux", "nsenter": "util-linux", "ip": "iproute2", "dpkg": "dpkg",
+				"script": "bsdutils", "timeout": "coreutils", "make": "make",
 			}[name])
 		}
 	}

@@ -216,6 +216,7 @@ func TestDebInstall(t *testing.T) {
 		"/lib/systemd/system/quilt-runtime.service":        {"systemd/quilt-runtime.service", reg | 0o644},
 		"/lib/systemd/system/quilt-route-helper.service":   {"systemd/quilt-route-helper.service", reg | 0o644},
 		"/lib/systemd/system/quilt-route-helper.socket":    {"systemd/quilt-route-helper.socket", reg | 0o644},
+		"/lib/systemd/system/quilt-runtime.socket":         {"systemd/quilt-runtime.socket", reg | 0o644},
 		"/usr/lib/sysusers.d/quilt-runtime.conf":           {"sysusers.d/quilt-runtime.conf", reg | 0o644},
 		"/usr/lib/tmpfiles.d/quilt-runtime.conf":           {"tmpfiles.d/quilt-runtime.conf", reg | 0o644},
 		"/etc/default/quilt-runtime":                       {"default/quilt-runtime", reg | 0o644},
@@ -270,6 +271,7 @@ func TestDebInstall(t *testing.T) {
 		"/var/lib/quilt-runtime": {dir | 0o700, feUID, feGID},
 		"/run/quilt":             {dir | 0o755, 0, 0},
 		"/etc/systemd/system/sockets.target.wants/quilt-route-helper.socket": {link | 0o777, 0, 0},
+		"/etc/systemd/system/sockets.target.wants/quilt-runtime.socket":      {link | 0o777, 0, 0},
 		"/etc/systemd/system/multi-user.target.wants/quilt-runtime.service":  {link | 0o777, 0, 0},
 	} {
 		if st, err := c.stat(path); err != nil || st != want {
@@ -289,7 +291,7 @@ func TestDebInstall(t *testing.T) {
 	}
 
 	// systemd accepts the units as installed, with their scores.
-	if out, err := c.exec("", "systemd-analyze", "verify", "--man=no", frontendUnit, helperUnit, socketUnit); err != nil || strings.TrimSpace(out) != "" {
+	if out, err := c.exec("", "systemd-analyze", append([]string{"verify", "--man=no"}, allUnits...)...); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify in the installed system: %v\n%s", err, out)
 	}
 	for _, unit := range []string{helperUnit, frontendUnit} {
@@ -327,14 +329,14 @@ func TestDebInstall(t *testing.T) {
 	if id, _ := c.lookupID(t, "passwd", "quilt-runtime"); id != feUID {
 		t.Errorf("uid of quilt-runtime after reinstall: %d, want %d", id, feUID)
 	}
-	for _, kept := range []string{"/var/lib/quilt-runtime/state.db", "/etc/systemd/system/multi-user.target.wants/quilt-runtime.service"} {
+	for _, kept := range []string{"/var/lib/quilt-runtime/state.db", "/etc/systemd/system/multi-user.target.wants/quilt-runtime.service", "/etc/systemd/system/sockets.target.wants/quilt-runtime.socket"} {
 		if _, err := c.stat(kept); err != nil {
 			t.Errorf("%s gone after reinstall: %v", kept, err)
 		}
 	}
 
 	t.Log(c.must(t, "dpkg", "-r", "quilt-runtime"))
-	for _, gone := range []string{"/usr/sbin/quilt-route-helper", "/usr/sbin/quilt-runtime", "/usr/bin/quiltctl", "/lib/systemd/system/quilt-runtime.service"} {
+	for _, gone := range []string{"/usr/sbin/quilt-route-helper", "/usr/sbin/quilt-runtime", "/usr/bin/quiltctl", "/lib/systemd/system/quilt-runtime.service", "/lib/systemd/system/quilt-runtime.socket"} {
 		if _, err := c.stat(gone); err == nil {
 			t.Errorf("%s still there after dpkg -r", gone)
 		}
@@ -351,7 +353,8 @@ func TestDebInstall(t *testing.T) {
 	// Purge: configuration, state, enablement links gone; users stay.
 	t.Log(c.must(t, "dpkg", "-P", "quilt-runtime"))
 	for _, gone := range []string{"/etc/default/quilt-runtime", "/etc/iproute2/rt_protos.d/quilt.conf", "/var/lib/quilt-runtime",
-		"/etc/systemd/system/sockets.target.wants/quilt-route-helper.socket", "/etc/systemd/system/multi-user.target.wants/quilt-runtime.service"} {
+		"/etc/systemd/system/sockets.target.wants/quilt-route-helper.socket", "/etc/systemd/system/sockets.target.wants/quilt-runtime.socket",
+		"/etc/systemd/system/multi-user.target.wants/quilt-runtime.service"} {
 		if _, err := c.stat(gone); err == nil {
 			t.Errorf("%s still there after dpkg -P", gone)
 		}

@@ -2,6 +2,7 @@ package packaging_test
 
 import (
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
+	"github.com/quiltmesh/quilt-runtime/internal/sdnotify"
 
 	"context"
 	"errors"
@@ -24,6 +25,15 @@ import (
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
+
+// fdName is the name systemd gives a socket unit's descriptors in
+// LISTEN_FDNAMES: FileDescriptorName=, or else the unit's own name.
+func fdName(s *unitFile) string {
+	if name := s.value("Socket", "FileDescriptorName"); name != "" {
+		return name
+	}
+	return s.name
+}
 
 // testIDs stand for the units' users and groups on the test host, where
 // the sysusers.d names need not exist. Each user's group has its uid.
@@ -93,9 +103,10 @@ func (p *proc) exited() bool {
 // startService starts a unit's ExecStart= in network namespace ns the way
 // systemd would: its environment (the EnvironmentFile= plus overrides, and
 // nothing of the test's own), its user, groups and capabilities, its UMask,
-// and for a socket-activated service the listening socket as fd 3 with
-// LISTEN_PID set to the service's own pid (sh, ip netns exec and setpriv
-// all exec in place, so the pid is the service's).
+// for a socket-activated service the listening socket as fd 3 with
+// LISTEN_FDNAMES the socket's name, and LISTEN_PID and (with WATCHDOG_USEC
+// in env) WATCHDOG_PID set to the service's own pid (sh, ip netns exec and
+// setpriv all exec in place, so the pid is the service's).
 func startService(t *testing.T, ns string, u *unitFile, env map[string]string, listenFile *os.File, socketName string) *proc {
 	t.Helper()
 	argv, err := execArgv(u.value("Service", "ExecStart"), env)
@@ -110,6 +121,9 @@ func startService(t *testing.T, ns string, u *unitFile, env map[string]string, l
 	script := "umask " + u.value("Service", "UMask") + "; "
 	if listenFile != nil {
 		script += "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=" + socketName + "; "
+	}
+	if env["WATCHDOG_USEC"] != "" {
+		script += "export WATCHDOG_PID=$$; "
 	}
 	args := append([]string{"-c", script + `exec "$@"`, "sh", "ip", "netns", "exec", ns}, setprivArgs(t, u)...)
 	env0 := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -238,7 +252,7 @@ func TestUnitsRun(t *testing.T) {
 	}
 	os.Chown(state, testID(t, f.value("Service", "User")), testID(t, f.value("Service", "Group")))
 
-	helper := startService(t, ns, h, env, listener, s.name)
+	helper := startService(t, ns, h, env, listener, fdName(s))
 	waitFor(t, helper, "the helper to serve", func() bool { return strings.Contains(helper.out.String(), "route helper serving") })
 	if !strings.Contains(helper.out.String(), "socket="+sock) {
 		t.Fatalf("the helper did not serve the socket it was handed:\n%s", helper.out.String())
@@ -249,7 +263,39 @@ func TestUnitsRun(t *testing.T) {
 		feEnv[k] = v
 	}
 	feEnv["QUILT_HELPER_SOCKET"], feEnv["QUILT_STATE_DIR"] = sock, state
-	fe := startService(t, ns, f, feEnv, nil, "")
+	// quilt-runtime.socket: the gRPC address, made by "systemd" (the test)
+	// in the namespace, passed as fd 3 under its FileDescriptorName=.
+	g := loadUnit(t, grpcUnit)
+	gl, err := netns.Listen(ns, g.value("Socket", "ListenStream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gl.Close() })
+	grpcFile, err := gl.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { grpcFile.Close() })
+	// Type=notify: NOTIFY_SOCKET, and WATCHDOG_USEC from WatchdogSec=.
+	notify, err := sdnotify.Listen(filepath.Join(dir, "notify"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	watchdog, err := time.ParseDuration(f.value("Service", "WatchdogSec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	feEnv["NOTIFY_SOCKET"], feEnv["WATCHDOG_USEC"] = notify.Path, strconv.FormatInt(watchdog.Microseconds(), 10)
+	fe := startService(t, ns, f, feEnv, grpcFile, fdName(g))
+	waitFor(t, fe, "READY=1", func() bool { return len(notify.With("READY=1")) > 0 })
+	ready := notify.With("READY=1")[0]
+	if int(ready.Pid) != fe.cmd.Process.Pid || !strings.Contains(ready.Status(), "serving gRPC on "+env["QUILT_GRPC_ADDR"]) || !strings.Contains(ready.Status(), "in sync") {
+		t.Errorf("READY=1 from pid %d (main pid %d) with STATUS=%q; want the main pid, serving the configured address, in sync", ready.Pid, fe.cmd.Process.Pid, ready.Status())
+	}
+	if !strings.Contains(fe.out.String(), "socket=systemd") {
+		t.Errorf("the frontend did not serve the socket quilt-runtime.socket passed:\n%s", fe.out.String())
+	}
 
 	// The frontend listens on the configured loopback address, inside the
 	// namespace: a real client dials it there.

@@ -10,11 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/quiltmesh/quilt-runtime/frontend"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure a service
-// unit may have, in tenths (1.2).
-const maxExposure = 12
+// unit may have, in tenths (1.1).
+const maxExposure = 11
 
 // unitRoot makes a root directory holding the shipped units, the default
 // configuration and the real binaries at the paths the units name, plus
@@ -28,7 +31,7 @@ func unitRoot(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{frontendUnit, helperUnit, socketUnit} {
+	for _, name := range allUnits {
 		if err := copyFile(filepath.Join("systemd", name), filepath.Join(unitDir, name), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +77,7 @@ func verify(t *testing.T, root string, units ...string) (string, error) {
 func TestUnitsVerify(t *testing.T) {
 	requireTool(t, "systemd-analyze")
 	root := unitRoot(t)
-	if out, err := verify(t, root, frontendUnit, helperUnit, socketUnit); err != nil || out != "" {
+	if out, err := verify(t, root, allUnits...); err != nil || out != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	// The check itself can fail: a unit with an unknown key is reported.
@@ -105,7 +108,7 @@ func securityScore(t *testing.T, root, unit string) (int, string) {
 	return whole*10 + tenth, string(out)
 }
 
-// TestUnitsSecurityScore: each service scores at most 1.2 with systemd's
+// TestUnitsSecurityScore: each service scores at most 1.1 with systemd's
 // own scorer (Debian 12's systemd-networkd.service scores 2.8).
 func TestUnitsSecurityScore(t *testing.T) {
 	requireTool(t, "systemd-analyze")
@@ -125,9 +128,11 @@ func TestUnitsSecurityScore(t *testing.T) {
 	}
 	// The scorer rates the sandbox of a unit's own processes. A socket unit
 	// runs none unless it has Exec*= commands, so ours must have none.
-	for _, kv := range loadUnit(t, socketUnit).sections["Socket"] {
-		if strings.HasPrefix(kv[0], "Exec") {
-			t.Errorf("%s runs %s=%s: give it the services' sandbox or drop it", socketUnit, kv[0], kv[1])
+	for _, name := range []string{socketUnit, grpcUnit} {
+		for _, kv := range loadUnit(t, name).sections["Socket"] {
+			if strings.HasPrefix(kv[0], "Exec") {
+				t.Errorf("%s runs %s=%s: give it the services' sandbox or drop it", name, kv[0], kv[1])
+			}
 		}
 	}
 }
@@ -208,6 +213,40 @@ func TestUnitsHardening(t *testing.T) {
 		}
 	}
 	eq(f, "SupplementaryGroups", s.value("Socket", "SocketGroup"))
+
+	// The frontend's readiness and watchdog, and its gRPC socket: held by
+	// quilt-runtime.socket, named as the frontend looks for it, its own
+	// traffic loopback only (the service's IP filter does not cover a
+	// passed socket), one listening socket for all connections.
+	g := loadUnit(t, grpcUnit)
+	eq(f, "Type", "notify")
+	eq(f, "NotifyAccess", "main")
+	if !slices.Contains(f.list("Unit", "Requires"), grpcUnit) || !slices.Contains(f.list("Unit", "After"), grpcUnit) {
+		t.Errorf("%s: want Requires= and After= %s", f.name, grpcUnit)
+	}
+	if !slices.Contains(f.list("Install", "Also"), grpcUnit) {
+		t.Errorf("%s: want Also=%s, so enabling the service enables its socket", f.name, grpcUnit)
+	}
+	watchdog, err := time.ParseDuration(f.value("Service", "WatchdogSec"))
+	if err != nil {
+		t.Errorf("%s: WatchdogSec=%q: %v", f.name, f.value("Service", "WatchdogSec"), err)
+	}
+	// The resync loop feeds the watchdog every half period and a resync
+	// waits on the helper at most --helper-timeout per message: keep two
+	// such waits inside half a period.
+	if helperTimeout := 2 * time.Second; watchdog < 4*helperTimeout {
+		t.Errorf("%s: WatchdogSec=%v leaves a resync blocked on the helper for --helper-timeout %v no room: want at least %v", f.name, watchdog, helperTimeout, 4*helperTimeout)
+	}
+	for key, want := range map[string]string{
+		"FileDescriptorName": frontend.GRPCFDName, "IPAddressDeny": "any", "IPAddressAllow": "localhost", "Accept": "",
+	} {
+		if got := g.value("Socket", key); got != want {
+			t.Errorf("%s: %s=%q, want %q", g.name, key, got, want)
+		}
+	}
+	if g.value("Install", "WantedBy") != "sockets.target" {
+		t.Errorf("%s: want WantedBy=sockets.target", g.name)
+	}
 }
 
 // TestPackagingConsistency: the units, the default configuration,
@@ -228,6 +267,9 @@ func TestPackagingConsistency(t *testing.T) {
 	}
 	if got, want := env["QUILT_STATE_DIR"], "/var/lib/"+f.value("Service", "StateDirectory"); got != want {
 		t.Errorf("QUILT_STATE_DIR=%q but the frontend may write only %q", got, want)
+	}
+	if got, want := loadUnit(t, grpcUnit).values("Socket", "ListenStream"), strings.Split(env["QUILT_GRPC_ADDR"], ","); !slices.Equal(got, want) {
+		t.Errorf("%s listens on %q but QUILT_GRPC_ADDR is %q: the frontend refuses a passed socket no --grpc-addr names", grpcUnit, got, want)
 	}
 	for _, addr := range strings.Split(env["QUILT_GRPC_ADDR"], ",") {
 		ap, err := netip.ParseAddrPort(addr)
@@ -256,6 +298,19 @@ func TestPackagingConsistency(t *testing.T) {
 	}
 	if got := strings.Join(helperIfaces, ","); got != env["QUILT_ALLOWED_INTERFACE"] {
 		t.Errorf("helper --allowed-interface %q and QUILT_ALLOWED_INTERFACE=%q differ", got, env["QUILT_ALLOWED_INTERFACE"])
+	}
+
+	// One metrics address everywhere: the configuration's suggestion (a
+	// commented line), the flag's help and every --metrics-addr in README.md.
+	conf, _ := os.ReadFile("default/quilt-runtime")
+	if m := regexp.MustCompile(`(?m)^#QUILT_METRICS_ADDR=(\S+)$`).FindSubmatch(conf); m == nil || string(m[1]) != frontend.SuggestedMetricsAddr {
+		t.Errorf("default/quilt-runtime: want the line #QUILT_METRICS_ADDR=%s, found %q", frontend.SuggestedMetricsAddr, m)
+	}
+	readme, _ := os.ReadFile(filepath.Join(repo, "README.md"))
+	for _, m := range regexp.MustCompile(`metrics-addr\b[^|\n]*?(\d+\.\d+\.\d+\.\d+:\d+)`).FindAllSubmatch(readme, -1) {
+		if string(m[1]) != frontend.SuggestedMetricsAddr {
+			t.Errorf("README.md names metrics address %s, want %s: %q", m[1], frontend.SuggestedMetricsAddr, m[0])
+		}
 	}
 
 	sysusers, _ := os.ReadFile("sysusers.d/quilt-runtime.conf")

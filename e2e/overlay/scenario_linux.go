@@ -613,10 +613,12 @@ func (s *scenario) restart(ctx context.Context, st *Step) error {
 const explainHeal = `
 A reboot stand-in: "ip route flush proto 81" on node 2 removes every route
 of ours from its kernel, behind the frontend's back. Node 1 still routes to
-node 2, but node 2 cannot answer. No one calls the agent: the frontend's
-periodic resync compares the desired routes (in its state) with the kernel's
-and has the helper re-add the missing ones. Probes run both ways every 10ms
-from the moment of the flush.`
+node 2, but node 2 cannot answer. No one calls the agent: the helper sees
+routes of quilt's go by another process's hand and tells the frontend at
+once through its watch, and the frontend has the helper re-add the ones it
+still wants (its periodic resync, which compares every desired route with
+the kernel's, is the backstop). Probes run both ways every 10ms from the
+moment of the flush.`
 
 func (s *scenario) heal(ctx context.Context, st *Step) error {
 	n1, n2 := s.c.nodes[0], s.c.nodes[1]
@@ -691,7 +693,7 @@ func (s *scenario) heal(ctx context.Context, st *Step) error {
 		"agent calls %d -> %d; RPCs in node2's frontend log %d -> %d", rpcs, s.a.rpcCount(), rpcLines, strings.Count(n2.frontProc.output(), "RPC: "))
 	readded := strings.Count(n2.helperProc.output(), "result=created") - created
 	resyncAdds := strings.Count(n2.frontProc.output(), readdedLine) - resynced
-	st.check("node2's frontend resync re-added the flushed routes through its helper (both logs say so)",
+	st.check("node2's frontend re-added the flushed routes through its helper (both logs say so)",
 		readded >= len(lines(want)) && resyncAdds >= len(lines(want)),
 		"%d %q lines in the frontend's log and %d route adds with result=created in the helper's audit log since the flush; %d routes flushed",
 		resyncAdds, readdedLine, readded, len(lines(want)))

@@ -7,8 +7,12 @@
 // address and everything below the range are never handed out.
 //
 // An Allocator keeps the live allocations, keyed by container ID: the same
-// ID always gets the same address until it is released, as CNI's host-local
-// plugin does. It writes every change through a Store before it answers, so
+// ID always gets the same address until it is released, and asking again is
+// not an error: the answer is the address the container holds, marked
+// existing, so a runtime that retries after a crash or a lost reply gets
+// what it had. CNI's host-local plugin differs here: it refuses a second ADD
+// for the same container ID and interface ("duplicate allocation is not
+// allowed") until a DEL releases the first. It writes every change through a Store before it answers, so
 // an acknowledged allocation is durable. Addresses are handed out in turn
 // after the last one given, so a released address is not reused at once
 // (stale ARP and conntrack entries of the old container age out first).

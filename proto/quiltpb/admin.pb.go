@@ -1108,8 +1108,14 @@ type GetStatusResponse struct {
 	LastResync            *ResyncStatus          `protobuf:"bytes,10,opt,name=last_resync,json=lastResync,proto3" json:"last_resync,omitempty"`
 	StateDir              string                 `protobuf:"bytes,11,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	ResyncIntervalSeconds float64                `protobuf:"fixed64,12,opt,name=resync_interval_seconds,json=resyncIntervalSeconds,proto3" json:"resync_interval_seconds,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Asked of the helper at this call: routes of ours in the kernel now,
+	// and how many desired routes they hold via the desired interface. Both
+	// 0 and routes_now_error set when the helper could not list them.
+	InstalledRoutesNow int32  `protobuf:"varint,13,opt,name=installed_routes_now,json=installedRoutesNow,proto3" json:"installed_routes_now,omitempty"`
+	InSyncRoutesNow    int32  `protobuf:"varint,14,opt,name=in_sync_routes_now,json=inSyncRoutesNow,proto3" json:"in_sync_routes_now,omitempty"`
+	RoutesNowError     string `protobuf:"bytes,15,opt,name=routes_now_error,json=routesNowError,proto3" json:"routes_now_error,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -1226,6 +1232,27 @@ func (x *GetStatusResponse) GetResyncIntervalSeconds() float64 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetInstalledRoutesNow() int32 {
+	if x != nil {
+		return x.InstalledRoutesNow
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetInSyncRoutesNow() int32 {
+	if x != nil {
+		return x.InSyncRoutesNow
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetRoutesNowError() string {
+	if x != nil {
+		return x.RoutesNowError
+	}
+	return ""
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -1292,7 +1319,7 @@ const file_admin_proto_rawDesc = "" +
 	"\aremoved\x18\x06 \x01(\x05R\aremoved\x12\x1c\n" +
 	"\tconflicts\x18\a \x01(\x05R\tconflicts\x12\x16\n" +
 	"\x06failed\x18\b \x01(\x05R\x06failed\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xc8\x03\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xd1\x04\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06subnet\x18\x02 \x01(\tR\x06subnet\x12\x18\n" +
@@ -1307,7 +1334,10 @@ const file_admin_proto_rawDesc = "" +
 	" \x01(\v2\x13.quilt.ResyncStatusR\n" +
 	"lastResync\x12\x1b\n" +
 	"\tstate_dir\x18\v \x01(\tR\bstateDir\x126\n" +
-	"\x17resync_interval_seconds\x18\f \x01(\x01R\x15resyncIntervalSeconds*\xac\x01\n" +
+	"\x17resync_interval_seconds\x18\f \x01(\x01R\x15resyncIntervalSeconds\x120\n" +
+	"\x14installed_routes_now\x18\r \x01(\x05R\x12installedRoutesNow\x12+\n" +
+	"\x12in_sync_routes_now\x18\x0e \x01(\x05R\x0finSyncRoutesNow\x12(\n" +
+	"\x10routes_now_error\x18\x0f \x01(\tR\x0eroutesNowError*\xac\x01\n" +
 	"\vRouteResult\x12\x1c\n" +
 	"\x18ROUTE_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ROUTE_RESULT_CREATED\x10\x01\x12\x1a\n" +

@@ -43,11 +43,13 @@ func main() {
 			&cli.DurationFlag{Name: "resync-interval", Value: 10 * time.Second, EnvVars: []string{"QUILT_RESYNC_INTERVAL"}, Usage: "how often desired routes are compared with the kernel's and repaired"},
 			&cli.StringFlag{Name: "gateway", Value: "1", EnvVars: []string{"QUILT_GATEWAY"}, Usage: "the gateway's host number in the node subnet (the container bridge's address): 1 is .1"},
 			&cli.StringFlag{Name: "ip-range", Value: "10-254", EnvVars: []string{"QUILT_IP_RANGE"}, Usage: "host numbers containers get addresses from, FIRST-LAST"},
-			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics (off when empty)"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics, such as " + frontend.SuggestedMetricsAddr + " (off when empty)"},
 			&cli.IntFlag{Name: "max-connections", Value: frontend.DefaultMaxConns, EnvVars: []string{"QUILT_MAX_CONNECTIONS"}, Usage: "gRPC connections served at once per listen address; more wait until one closes"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
+			// For tests: a summary sooner than once a minute.
+			&cli.DurationFlag{Name: "log-summary-interval", Value: frontend.DefaultSummaryInterval, Hidden: true, Usage: "how often, at most, the summary of route calls is logged"},
 		},
 		Action: run,
 	}
@@ -97,21 +99,25 @@ func run(c *cli.Context) error {
 	if c.Int("max-connections") < 1 {
 		return fmt.Errorf("--max-connections must be at least 1")
 	}
+	if c.Duration("log-summary-interval") <= 0 {
+		return fmt.Errorf("--log-summary-interval must be positive")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return frontend.Run(ctx, frontend.Config{
 		Addrs:   c.StringSlice("grpc-addr"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSCA: c.String("tls-ca"),
-		Insecure:       c.Bool("insecure"),
-		HelperSocket:   c.String("helper-socket"),
-		HelperTimeout:  c.Duration("helper-timeout"),
-		Policy:         policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
-		StateDir:       c.String("state-dir"),
-		Offsets:        offsets,
-		ResyncInterval: c.Duration("resync-interval"),
-		MetricsAddr:    c.String("metrics-addr"),
-		MaxConns:       c.Int("max-connections"),
-		Version:        version,
-		Log:            slog.New(h),
+		Insecure:        c.Bool("insecure"),
+		HelperSocket:    c.String("helper-socket"),
+		HelperTimeout:   c.Duration("helper-timeout"),
+		Policy:          policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
+		StateDir:        c.String("state-dir"),
+		Offsets:         offsets,
+		ResyncInterval:  c.Duration("resync-interval"),
+		MetricsAddr:     c.String("metrics-addr"),
+		MaxConns:        c.Int("max-connections"),
+		SummaryInterval: c.Duration("log-summary-interval"),
+		Version:         version,
+		Log:             slog.New(h),
 	})
 }

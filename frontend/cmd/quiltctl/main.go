@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -61,10 +62,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: `Flags go before a command's argument. Examples:
 
    quiltctl configure-subnet 10.42.1.0/24
-   quiltctl inject-route --via vxlan100 10.42.2.0/24
+   quiltctl inject-route 10.42.2.0/24 vxlan100
    quiltctl remove-route 10.42.2.0/24
    quiltctl routes
-   quiltctl apply-routes --via vxlan100 +10.42.2.0/24 -10.42.3.0/24
+   quiltctl apply-routes +10.42.2.0/24 vxlan100 -10.42.3.0/24
    quiltctl sync-routes -f peers.txt
    quiltctl allocate web-1
    quiltctl -o json allocations
@@ -98,22 +99,30 @@ Shell completion: source <(quiltctl completion bash)`,
 		Commands: []*cli.Command{
 			{Name: "configure-subnet", ArgsUsage: "SUBNET", Usage: "set this node's container subnet (ConfigureNodeSubnet)",
 				Description: "Example: quiltctl configure-subnet 10.42.1.0/24",
-				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+				Action: agent(1, func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
 					return c.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: cc.Args().First()})
 				})},
-			{Name: "inject-route", ArgsUsage: "DESTINATION", Usage: "route a peer node's subnet through the overlay (InjectRoute)",
-				Description: "Example: quiltctl inject-route --via vxlan100 10.42.2.0/24",
-				Flags:       []cli.Flag{&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface"}},
-				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
-					return c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: cc.Args().First(), ViaInterface: cc.String("via")})
-				})},
+			{Name: "inject-route", ArgsUsage: "DESTINATION [INTERFACE]", Usage: "route a peer node's subnet through the overlay (InjectRoute)",
+				Description: "Example: quiltctl inject-route 10.42.2.0/24 vxlan100\n" +
+					"   The interface is the second argument, as in the RPC, or --via; without either, vxlan100.",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface (or give it after the destination)"}},
+				Action: func(cc *cli.Context) error {
+					ifname, err := via(cc, cc.Args().Get(1))
+					if err != nil {
+						return err
+					}
+					return agent(2, func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+						return c.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: cc.Args().First(), ViaInterface: ifname})
+					})(cc)
+				}},
 			{Name: "remove-route", ArgsUsage: "DESTINATION", Usage: "remove the route to a peer node's subnet (RemoveRoute)",
 				Description: "Example: quiltctl remove-route 10.42.2.0/24",
-				Action: agent(func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
+				Action: agent(1, func(ctx context.Context, c quiltpb.QuiltRuntimeClient, cc *cli.Context) (answer, error) {
 					return c.RemoveRoute(ctx, &quiltpb.RemoveRouteRequest{Destination: cc.Args().First()})
 				})},
-			{Name: "apply-routes", ArgsUsage: "+DESTINATION|-DESTINATION ...", Usage: "add (+) and remove (-) many routes in one call (ApplyRoutes)",
-				Description: "Example: quiltctl apply-routes --via vxlan100 +10.42.2.0/24 +10.42.3.0/24 -10.42.4.0/24\n" +
+			{Name: "apply-routes", ArgsUsage: "+DESTINATION [INTERFACE] | -DESTINATION ...", Usage: "add (+) and remove (-) many routes in one call (ApplyRoutes)",
+				Description: "Example: quiltctl apply-routes +10.42.2.0/24 vxlan100 +10.42.3.0/24 -10.42.4.0/24\n" +
+					"   An add's interface follows its destination, or is --via; without either, vxlan100.\n" +
 					"   With -f FILE (- for standard input), one change per line in the same form.",
 				Flags: batchFlags,
 				Action: func(cc *cli.Context) error {
@@ -132,9 +141,10 @@ Shell completion: source <(quiltctl completion bash)`,
 						return st.CloseAndRecv()
 					})
 				}},
-			{Name: "sync-routes", ArgsUsage: "DESTINATION ...", Usage: "declare the complete set of peer routes; others are removed (SyncRoutes)",
-				Description: "Example: quiltctl sync-routes --via vxlan100 10.42.2.0/24 10.42.3.0/24\n" +
-					"   With -f FILE (- for standard input), one destination per line. No destination at all removes every route.",
+			{Name: "sync-routes", ArgsUsage: "DESTINATION [INTERFACE] ...", Usage: "declare the complete set of peer routes; others are removed (SyncRoutes)",
+				Description: "Example: quiltctl sync-routes 10.42.2.0/24 vxlan100 10.42.3.0/24\n" +
+					"   A route's interface follows its destination, or is --via; without either, vxlan100.\n" +
+					"   With -f FILE (- for standard input), one route per line in the same form. No destination at all removes every route.",
 				Flags: batchFlags,
 				Action: func(cc *cli.Context) error {
 					routes, err := readChanges(cc, false)
@@ -175,7 +185,7 @@ Shell completion: source <(quiltctl completion bash)`,
 				})},
 			{Name: "health", Usage: "ask the gRPC health service: SERVING while the route helper answers; exit 1 otherwise",
 				Action: func(cc *cli.Context) error {
-					return withConn(cc, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
+					return withConn(cc, 0, 0, func(ctx context.Context, conn *grpc.ClientConn) error {
 						resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
 						if err != nil {
 							return rpcError(err)
@@ -204,13 +214,27 @@ Shell completion: source <(quiltctl completion bash)`,
 }
 
 var batchFlags = []cli.Flag{
-	&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface of the routes added"},
+	&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface of the routes added that name none after their destination"},
 	&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the changes from this file, one per line (- for standard input)"},
+}
+
+// via returns the interface of a route added: the one given after its
+// destination (arg), else --via (default vxlan100). Both given and
+// different is a usage error.
+func via(cc *cli.Context, arg string) (string, error) {
+	switch {
+	case arg == "":
+		return cc.String("via"), nil
+	case cc.IsSet("via") && cc.String("via") != arg:
+		return "", fmt.Errorf("two interfaces for one route: --via %s and %s; give one", cc.String("via"), arg)
+	}
+	return arg, nil
 }
 
 // readChanges takes the changes from the arguments or --file: for an
 // apply, +DESTINATION adds and -DESTINATION removes; for a sync, each is a
-// destination to route.
+// destination to route. A word without a slash, which no destination
+// lacks and no interface name has, is the interface of the add before it.
 func readChanges(cc *cli.Context, apply bool) ([]*quiltpb.RouteChange, error) {
 	words := cc.Args().Slice()
 	if f := cc.String("file"); f != "" {
@@ -227,7 +251,16 @@ func readChanges(cc *cli.Context, apply bool) ([]*quiltpb.RouteChange, error) {
 		words = append(words, strings.Fields(string(b))...)
 	}
 	out := make([]*quiltpb.RouteChange, 0, len(words))
+	named := false // the last change was given its interface
 	for _, w := range words {
+		if !strings.Contains(w, "/") {
+			if err := ifaceWord(cc, out, named, w, apply); err != nil {
+				return nil, err
+			}
+			named = true
+			continue
+		}
+		named = false
 		c := &quiltpb.RouteChange{Destination: w, ViaInterface: cc.String("via")}
 		if apply {
 			switch {
@@ -236,7 +269,7 @@ func readChanges(cc *cli.Context, apply bool) ([]*quiltpb.RouteChange, error) {
 			case strings.HasPrefix(w, "-"):
 				c.Destination, c.ViaInterface = w[1:], ""
 			default:
-				return nil, fmt.Errorf("change %q: want +DESTINATION to add or -DESTINATION to remove", w)
+				return nil, fmt.Errorf("change %q: want +DESTINATION [INTERFACE] to add or -DESTINATION to remove", w)
 			}
 		}
 		out = append(out, c)
@@ -244,10 +277,28 @@ func readChanges(cc *cli.Context, apply bool) ([]*quiltpb.RouteChange, error) {
 	return out, nil
 }
 
+// ifaceWord sets w as the interface of the last change, an add that was
+// not given one yet.
+func ifaceWord(cc *cli.Context, out []*quiltpb.RouteChange, named bool, w string, apply bool) error {
+	if _, err := netip.ParseAddr(w); err == nil {
+		return fmt.Errorf("%q is an address; a destination needs its prefix length, as in 10.42.2.0/24", w)
+	}
+	if len(out) == 0 || named || out[len(out)-1].ViaInterface == "" {
+		want := "DESTINATION INTERFACE"
+		if apply {
+			want = "+DESTINATION INTERFACE (a removal takes none)"
+		}
+		return fmt.Errorf("interface %q follows no route to add; give it after its destination: %s", w, want)
+	}
+	ifname, err := via(cc, w)
+	out[len(out)-1].ViaInterface = ifname
+	return err
+}
+
 // batch runs a batch RPC and reports it: a summary and each failure, or
 // the JSON answer; exit 1 if any route failed.
 func batch(cc *cli.Context, rpc func(context.Context, quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error)) error {
-	return withConn(cc, cc.NArg(), func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withConn(cc, cc.NArg(), cc.NArg(), func(ctx context.Context, conn *grpc.ClientConn) error {
 		resp, err := rpc(ctx, quiltpb.NewQuiltAdminClient(conn))
 		if err != nil {
 			return rpcError(err)
@@ -282,11 +333,11 @@ type answer interface {
 	GetError() string
 }
 
-// agent wraps one of the agent's RPCs: one argument, the answer printed,
-// exit 1 when success is false.
-func agent(rpc func(context.Context, quiltpb.QuiltRuntimeClient, *cli.Context) (answer, error)) cli.ActionFunc {
+// agent wraps one of the agent's RPCs: one argument to most, the answer
+// printed, exit 1 when success is false.
+func agent(most int, rpc func(context.Context, quiltpb.QuiltRuntimeClient, *cli.Context) (answer, error)) cli.ActionFunc {
 	return func(cc *cli.Context) error {
-		return withConn(cc, 1, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return withConn(cc, 1, most, func(ctx context.Context, conn *grpc.ClientConn) error {
 			a, err := rpc(ctx, quiltpb.NewQuiltRuntimeClient(conn), cc)
 			if err != nil {
 				return rpcError(err)
@@ -309,7 +360,7 @@ func agent(rpc func(context.Context, quiltpb.QuiltRuntimeClient, *cli.Context) (
 // admin wraps one QuiltAdmin RPC taking nargs arguments.
 func admin(nargs int, rpc func(context.Context, quiltpb.QuiltAdminClient, *cli.Context) (proto.Message, error)) cli.ActionFunc {
 	return func(cc *cli.Context) error {
-		return withConn(cc, nargs, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return withConn(cc, nargs, nargs, func(ctx context.Context, conn *grpc.ClientConn) error {
 			m, err := rpc(ctx, quiltpb.NewQuiltAdminClient(conn), cc)
 			if err != nil {
 				return rpcError(err)
@@ -325,14 +376,18 @@ func rpcError(err error) error {
 	return cli.Exit(fmt.Sprintf("%s: %s", st.Code(), st.Message()), 1)
 }
 
-// withConn checks the argument count, dials, and runs f with the deadline.
-func withConn(cc *cli.Context, nargs int, f func(context.Context, *grpc.ClientConn) error) error {
-	if cc.NArg() != nargs {
+// withConn checks the argument count (least to most), dials, and runs f
+// with the deadline.
+func withConn(cc *cli.Context, least, most int, f func(context.Context, *grpc.ClientConn) error) error {
+	if n := cc.NArg(); n < least || n > most {
 		want := "no arguments"
-		if nargs > 0 {
+		switch {
+		case least == 1 && most == 2:
+			want = "one or two arguments, " + cc.Command.ArgsUsage
+		case most > 0:
 			want = "exactly one argument, " + cc.Command.ArgsUsage
 		}
-		return fmt.Errorf("%s takes %s (flags go before it); got %q", cc.Command.Name, want, cc.Args().Slice())
+		return fmt.Errorf("%s takes %s (flags go before them); got %q", cc.Command.Name, want, cc.Args().Slice())
 	}
 	conn, err := dial(cc)
 	if err != nil {
@@ -406,6 +461,10 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 	if !m.HelperAvailable {
 		helper = "UNAVAILABLE: " + m.HelperError
 	}
+	routes := fmt.Sprintf("%d desired, %d installed now, %d of them in sync", m.DesiredRoutes, m.InstalledRoutesNow, m.InSyncRoutesNow)
+	if m.RoutesNowError != "" {
+		routes = fmt.Sprintf("%d desired, installed now unknown: %s", m.DesiredRoutes, m.RoutesNowError)
+	}
 	r := m.LastResync
 	resync := "none yet"
 	if r.GetTime() != "" {
@@ -413,8 +472,8 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		if !r.Ok {
 			outcome = "NOT OK"
 		}
-		resync = fmt.Sprintf("%s at %s, took %v: added %d, moved %d, removed %d, conflicts %d, failed %d",
-			outcome, r.Time, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
+		resync = fmt.Sprintf("%s at %s, took %v: %d installed; added %d, moved %d, removed %d, conflicts %d, failed %d", outcome, r.Time,
+			time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), m.InstalledRoutes, r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
 		if r.Error != "" {
 			resync += "; " + r.Error
 		}
@@ -423,7 +482,7 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		{"version", m.Version},
 		{"subnet", subnet},
 		{"allocations", fmt.Sprintf("%d of %d", m.Allocations, m.Capacity)},
-		{"routes", fmt.Sprintf("%d desired, %d installed at the last resync", m.DesiredRoutes, m.InstalledRoutes)},
+		{"routes", routes},
 		{"route helper", helper},
 		{"last resync", resync},
 		{"resync interval", time.Duration(m.ResyncIntervalSeconds * float64(time.Second)).String()},

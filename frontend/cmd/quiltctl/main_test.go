@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,10 +37,20 @@ func (m *memHelper) Apply(_ context.Context, changes []frontend.Change) ([]wire.
 	defer m.mu.Unlock()
 	res := make([]wire.Result, len(changes))
 	for i, c := range changes {
-		if res[i] = wire.ResultCreated; c.Ifname == "" {
+		was, ok := m.routes[c.Dst]
+		switch {
+		case c.Ifname == "" && ok:
 			res[i] = wire.ResultDeleted
-			delete(m.routes, c.Dst)
-		} else {
+		case c.Ifname == "":
+			res[i] = wire.ResultAbsent
+		case !ok:
+			res[i] = wire.ResultCreated
+		case was == c.Ifname:
+			res[i] = wire.ResultUnchanged
+		default:
+			res[i] = wire.ResultMoved
+		}
+		if delete(m.routes, c.Dst); c.Ifname != "" {
 			m.routes[c.Dst] = c.Ifname
 		}
 	}
@@ -73,7 +84,7 @@ func server(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &frontend.Service{Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100"}},
+	svc := &frontend.Service{Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100", "vxlan101"}},
 		Helper: &memHelper{routes: map[netip.Prefix]string{}}, IPAM: alloc, Routes: frontend.NewDesired(store, snap.Routes), Log: log}
 	svc.SetHelperHealth(nil)
 	hs := health.NewServer()
@@ -118,13 +129,16 @@ func TestQuiltctl(t *testing.T) {
 		{args: []string{"allocations"}, out: "10.42.1.10  web-1"},
 		{args: []string{"routes"}, out: "10.42.2.0/24  vxlan100  vxlan100   in-sync"},
 		{args: []string{"status"}, out: "allocations:      1 of 245"},
+		// Right after an InjectRoute, before any resync: not missing.
+		{args: []string{"status"}, out: "routes:           1 desired, 1 installed now, 1 of them in sync\n"},
+		{args: []string{"status"}, out: "last resync:      none yet\n"},
 		{args: []string{"health"}, out: "SERVING\n"},
 		{args: []string{"release", "web-1"}, out: "released 10.42.1.10\n"},
 		{args: []string{"release", "web-1"}, out: "nothing changed"},
 		{args: []string{"apply-routes", "--via", "vxlan100", "+10.42.20.0/24", "+10.42.21.0/24", "-10.42.2.0/24"}, out: "3 routes: 2 created, 0 unchanged, 0 moved, 1 deleted, 0 failed"},
-		{args: []string{"apply-routes", "10.42.22.0/24"}, code: 2, errs: "want +DESTINATION to add or -DESTINATION to remove"},
+		{args: []string{"apply-routes", "10.42.22.0/24"}, code: 2, errs: "want +DESTINATION [INTERFACE] to add or -DESTINATION to remove"},
 		{args: []string{"apply-routes", "+10.42.22.1/24"}, code: 1, errs: "InvalidArgument: changes[0].destination"},
-		{args: []string{"sync-routes", "10.42.20.0/24", "10.42.23.0/24"}, out: "3 routes: 2 created, 0 unchanged, 0 moved, 1 deleted, 0 failed"},
+		{args: []string{"sync-routes", "10.42.20.0/24", "10.42.23.0/24"}, out: "3 routes: 1 created, 1 unchanged, 0 moved, 1 deleted, 0 failed"},
 		{args: []string{"routes"}, out: "10.42.23.0/24  vxlan100  vxlan100   in-sync"},
 		{args: []string{"allocate"}, code: 2, errs: "takes exactly one argument"},
 		{args: []string{"routes", "extra"}, code: 2, errs: "takes no arguments"},
@@ -132,6 +146,51 @@ func TestQuiltctl(t *testing.T) {
 	} {
 		code, out, errs := run(addr, tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errs, tc.errs) || (tc.noOut && out != "") {
+			t.Errorf("quiltctl %s: exit %d\nstdout: %s\nstderr: %s\nwant exit %d, stdout with %q, stderr with %q", strings.Join(tc.args, " "), code, out, errs, tc.code, tc.out, tc.errs)
+		}
+	}
+}
+
+// TestArgumentForms: an interface follows its destination, as in the
+// RPC, or comes from --via; both, and different, is a usage error naming
+// both.
+func TestArgumentForms(t *testing.T) {
+	addr := server(t)
+	peers := filepath.Join(t.TempDir(), "peers.txt")
+	if err := os.WriteFile(peers, []byte("10.42.30.0/24 vxlan101\n10.42.31.0/24\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args      []string
+		code      int
+		out, errs string // substrings expected
+	}{
+		{args: []string{"configure-subnet", "10.42.1.0/24"}, out: "ok\n"},
+		{args: []string{"inject-route", "10.42.4.0/24", "vxlan101"}, out: "ok\n"},
+		{args: []string{"routes"}, out: "10.42.4.0/24  vxlan101  vxlan101   in-sync"},
+		{args: []string{"inject-route", "--via", "vxlan101", "10.42.4.0/24", "vxlan101"}, out: "ok\n"},
+		{args: []string{"inject-route", "--via", "vxlan100", "10.42.4.0/24", "vxlan101"}, code: 2, errs: "two interfaces for one route: --via vxlan100 and vxlan101; give one"},
+		{args: []string{"inject-route", "10.42.4.0/24", "vxlan101", "extra"}, code: 2, errs: "inject-route takes one or two arguments, DESTINATION [INTERFACE]"},
+		{args: []string{"inject-route"}, code: 2, errs: "inject-route takes one or two arguments"},
+		{args: []string{"inject-route", "10.42.5.0/24", "eth0"}, code: 1, errs: `interface "eth0" is not on the allow list`},
+		{args: []string{"inject-route", "10.42.5.0/24"}, out: "ok\n"},
+		{args: []string{"routes"}, out: "10.42.5.0/24  vxlan100  vxlan100   in-sync"},
+		{args: []string{"apply-routes", "+10.42.30.0/24", "vxlan101", "+10.42.31.0/24", "-10.42.4.0/24"}, out: "3 routes: 2 created, 0 unchanged, 0 moved, 1 deleted, 0 failed"},
+		{args: []string{"routes"}, out: "10.42.30.0/24  vxlan101  vxlan101   in-sync"},
+		{args: []string{"routes"}, out: "10.42.31.0/24  vxlan100  vxlan100   in-sync"},
+		{args: []string{"apply-routes", "+10.42.32.0/24", "-10.42.30.0/24", "vxlan101"}, code: 2, errs: `interface "vxlan101" follows no route to add; give it after its destination: +DESTINATION INTERFACE (a removal takes none)`},
+		{args: []string{"apply-routes", "vxlan101", "+10.42.32.0/24"}, code: 2, errs: `interface "vxlan101" follows no route to add`},
+		{args: []string{"apply-routes", "+10.42.32.0/24", "vxlan101", "vxlan100"}, code: 2, errs: `interface "vxlan100" follows no route to add`},
+		{args: []string{"apply-routes", "--via", "vxlan100", "+10.42.32.0/24", "vxlan101"}, code: 2, errs: "two interfaces for one route: --via vxlan100 and vxlan101"},
+		{args: []string{"apply-routes", "+10.42.32.0/24", "10.42.33.0"}, code: 2, errs: `"10.42.33.0" is an address; a destination needs its prefix length`},
+		{args: []string{"sync-routes", "-f", peers, "10.42.5.0/24"}, out: "3 routes: 0 created, 3 unchanged, 0 moved, 0 deleted, 0 failed"},
+		{args: []string{"sync-routes", "10.42.30.0/24", "10.42.31.0/24", "vxlan101", "10.42.5.0/24"}, out: "3 routes: 0 created, 1 unchanged, 2 moved, 0 deleted, 0 failed"},
+		{args: []string{"routes"}, out: "10.42.30.0/24  vxlan100  vxlan100   in-sync"},
+		{args: []string{"routes"}, out: "10.42.31.0/24  vxlan101  vxlan101   in-sync"},
+		{args: []string{"sync-routes", "vxlan101"}, code: 2, errs: `interface "vxlan101" follows no route to add; give it after its destination: DESTINATION INTERFACE`},
+	} {
+		code, out, errs := run(addr, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.out) || !strings.Contains(errs, tc.errs) || tc.code == 2 && out != "" {
 			t.Errorf("quiltctl %s: exit %d\nstdout: %s\nstderr: %s\nwant exit %d, stdout with %q, stderr with %q", strings.Join(tc.args, " "), code, out, errs, tc.code, tc.out, tc.errs)
 		}
 	}
