@@ -119,22 +119,23 @@ func (v *view) handleLink(m netlink.Message) {
 	if up {
 		v.links[index] = name
 		v.index[name] = index
-	} else {
-		v.dropDown()
+	} else if wasUp {
+		v.dropDown() // a link never up has no routes: a new veth costs nothing here
 	}
 	if up && !wasUp && m.Header.PID != v.self && v.policy.CheckInterface(name) == nil {
 		v.resync = true // routes the kernel refused while it was down can be added now
 	}
 }
 
-// dropDown removes every route via a link that is down or gone.
+// dropDown removes every route via a link that is down or gone, copying
+// only the entries it changes.
 func (v *view) dropDown() {
+	down := func(rt route) bool {
+		return rt.oif != 0 && v.links[rt.oif] == ""
+	}
 	for dst, here := range v.routes {
-		kept := slices.DeleteFunc(slices.Clone(here), func(rt route) bool {
-			return rt.oif != 0 && v.links[rt.oif] == ""
-		})
-		if len(kept) < len(here) {
-			v.routes[dst] = kept
+		if slices.ContainsFunc(here, down) {
+			v.routes[dst] = slices.DeleteFunc(slices.Clone(here), down)
 			v.changed[dst] = true
 		}
 	}
