@@ -46,6 +46,10 @@ type Config struct {
 	// ResyncInterval is (b)'s and (c)'s --resync-interval (default 10s,
 	// the product's default).
 	ResyncInterval time.Duration
+	// Deletions is how many routes of ours the drift repair row deletes
+	// by hand, one at a time, each a different prefix (default 100; at
+	// most N).
+	Deletions int
 	// KeepDir keeps the run's directory (process logs, state files).
 	KeepDir bool
 	// Log gets progress lines; nil discards them.
@@ -73,6 +77,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 10 * time.Second
+	}
+	if c.Deletions <= 0 {
+		c.Deletions = 100
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)

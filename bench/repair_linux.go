@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// openRepair opens what the repair rows need in ns: a socket to delete
+// routes and bounce the device with, and an observer of the peers' routes.
+func openRepair(ns string, peers []netip.Prefix) (*nlConn, *observer, error) {
+	nl, err := openNL(ns, Device, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	obs, err := openObserver(ns, nl.ifidx, peers)
+	if err != nil {
+		nl.close()
+		return nil, nil, err
+	}
+	return nl, obs, nil
+}
+
+// repairWait is how long the delete row waits for one route to come back:
+// past it, not even the periodic resync, the backstop, brought it back.
+func (r *runner) repairWait() time.Duration { return 3*r.cfg.ResyncInterval + 10*time.Second }
+
+// repairDelete deletes our route at each peer given, one at a time, as
+// `ip route del` does, and times each from the deletion until the route
+// is back in the kernel: the helper's watch tells the frontend, which puts
+// it back. A route that does not come back fails the row.
+func (r *runner) repairDelete(ctx context.Context, ns string, peers []netip.Prefix, idx []int, deadline time.Time) outcome {
+	nl, obs, err := openRepair(ns, peers)
+	if err != nil {
+		return outcome{err: err}
+	}
+	defer nl.close()
+	defer obs.close()
+	wait := r.repairWait()
+	return phase(ctx, idx, 1, deadline, func(ctx context.Context, _, i int) error {
+		if !obs.ours[peers[i]] {
+			return fmt.Errorf("%v: no route of ours to delete", peers[i])
+		}
+		if err := nl.deleteRoute(peers[i]); err != nil {
+			return err
+		}
+		// The kernel queued the deletion's notification before its ack,
+		// so wait sees the route gone before it can see it back.
+		err := obs.wait(ctx, time.Now().Add(wait), func() bool { return obs.ours[peers[i]] })
+		if errors.Is(err, errNotBack) {
+			err = fmt.Errorf("%v deleted, not back after %v: %w", peers[i], wait, err)
+		}
+		return err
+	})
+}
+
+// repairBounce sets the device down, which flushes its routes without a
+// notification, and up again, and times from the first request until
+// every route of ours at the peers is back, at most Config.PhaseLimit. It
+// returns how many came back.
+func (r *runner) repairBounce(ctx context.Context, ns string, peers []netip.Prefix, want int) (int, time.Duration, error) {
+	nl, obs, err := openRepair(ns, peers)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nl.close()
+	defer obs.close()
+	if len(obs.ours) != want {
+		return 0, 0, fmt.Errorf("before the bounce the kernel holds %d routes of ours at the peers, want %d", len(obs.ours), want)
+	}
+	start := time.Now()
+	if err := nl.setUp(false); err != nil {
+		return 0, 0, err
+	}
+	// What was queued before the down is applied; then the view loses
+	// what the kernel flushed before it acknowledged the down.
+	derr := obs.drain()
+	clear(obs.ours)
+	if err := errors.Join(derr, nl.setUp(true)); err != nil {
+		return 0, time.Since(start), err
+	}
+	until := start.Add(r.cfg.PhaseLimit)
+	for {
+		err := obs.wait(ctx, until, func() bool { return len(obs.ours) >= want })
+		took := time.Since(start)
+		if errors.Is(err, errNotBack) {
+			err = fmt.Errorf("%d of %d routes back after %v: %w", len(obs.ours), want, r.cfg.PhaseLimit, err)
+		}
+		if err != nil {
+			return len(obs.ours), took, err
+		}
+		// A dump confirms what the notifications said (the clock has
+		// stopped); if it disagrees, wait on.
+		if err := obs.resync(); err != nil {
+			return len(obs.ours), took, err
+		}
+		if len(obs.ours) >= want {
+			return want, took, nil
+		}
+	}
+}
