@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -100,4 +101,34 @@ func (r *runner) repairBounce(ctx context.Context, ns string, peers []netip.Pref
 			return want, took, nil
 		}
 	}
+}
+
+// vethNetns names the namespace that holds the far ends of ns's extra
+// veths; it is ours too (namePrefix), so every sweep finds it.
+func vethNetns(ns string) string { return ns + "-veths" }
+
+// addVeths makes n veth pairs, all up, as a container host has them: qv0,
+// qv1, ... in ns, their peers in vethNetns(ns). Removing that namespace
+// removes them all; the caller does, also when this fails.
+func addVeths(ctx context.Context, ns string, n int) error {
+	peer := vethNetns(ns)
+	if err := createNetns(ctx, peer, ""); err != nil {
+		return err
+	}
+	var add, up, peerUp strings.Builder
+	for i := range n {
+		fmt.Fprintf(&add, "link add qv%d type veth peer name qp%d netns %s\n", i, i, peer)
+		fmt.Fprintf(&up, "link set qv%d up\n", i)
+		fmt.Fprintf(&peerUp, "link set qp%d up\n", i)
+	}
+	for _, b := range []struct{ ns, lines string }{{ns, add.String()}, {ns, up.String()}, {peer, peerUp.String()}} {
+		if err := ipBatch(ctx, b.ns, b.lines); err != nil {
+			return err
+		}
+	}
+	out, err := command(ctx, "ip", "-n", ns, "-o", "link", "show", "type", "veth")
+	if got := strings.Count(out, "\n"); err == nil && got != n {
+		err = fmt.Errorf("%s holds %d veths, want %d", ns, got, n)
+	}
+	return err
 }

@@ -46,6 +46,7 @@ type Settings struct {
 	PhaseLimit     float64  `json:"phase_limit_seconds"`
 	ResyncInterval float64  `json:"resync_interval_seconds"` // (b)'s and (c)'s --resync-interval
 	Deletions      int      `json:"deletions"`               // routes deleted by hand, one at a time, in the drift repair row
+	Veths          int      `json:"veths"`                   // extra veth interfaces in the namespace in the veth row
 	Systems        []string `json:"systems"`
 }
 
@@ -146,7 +147,8 @@ func fixed(t string) func(int, Settings) string { return func(int, Settings) str
 // inject again, remove; then the same with concurrent clients; then the
 // batch RPC's adds; with every route in place, the drift repairs: routes
 // deleted by hand one at a time, then the device bounced; the batch RPC's
-// removals).
+// removals; last, InjectRoute again one at a time with Settings.Veths
+// extra veth interfaces in the namespace).
 var Workloads = []Workload{
 	{ID: "kernel-add-pipelined", title: fixed("kernel add, pipelined")},
 	{ID: "kernel-delete-pipelined", title: fixed("kernel delete, pipelined")},
@@ -162,6 +164,9 @@ var Workloads = []Workload{
 	{ID: "repair-delete", Watch: true, title: fixed("repair after route del")},
 	{ID: "repair-bounce", Watch: true, Kernel: "kernel-add-pipelined", title: func(_ int, s Settings) string { return fmt.Sprintf("repair after %s down, up", s.Interface) }},
 	{ID: "apply-remove", Kernel: "kernel-delete-pipelined", title: func(n int, _ Settings) string { return fmt.Sprintf("ApplyRoutes, %s removes", group(float64(n))) }},
+	{ID: "inject-veths", Kernel: "kernel-add-sequential", Base: "inject-sequential", title: func(_ int, s Settings) string {
+		return fmt.Sprintf("InjectRoute, %s extra veths", group(float64(s.Veths)))
+	}},
 }
 
 func workload(id string) Workload {
@@ -246,6 +251,7 @@ const (
 	limitReinjectOverCheck = 1.3 // re-inject p50 over Health.Check p50, (c)
 	limitRepairDeleteMs    = 50  // p50 from a route deleted by hand to its return
 	limitBounceMs          = 100 // every route back after a device bounce, over (a)'s adds of as many
+	limitVethsOverPlain    = 1.1 // InjectRoute p50 with the extra veths over without
 	limitHelperRSSMiB      = 16  // at 65,536 routes
 	limitFrontendRSSMiB    = 40  // at 65,536 routes
 	fullScale              = 65535
@@ -348,6 +354,14 @@ func targets(runs []Scale, set Settings) []Target {
 		}
 		add(t, v, reason)
 
+		c = get(r, "c", "inject-veths")
+		reason = why(c)
+		if c.measured() {
+			reason = "without them: " + why(get(r, "c", "inject-sequential"))
+		}
+		add(Target{Name: fmt.Sprintf("InjectRoute p50 with %s extra veths over without, (c)", group(float64(set.Veths))), N: r.Peers, Unit: "x",
+			Limit: limitVethsOverPlain, Want: "<="}, c.ratioBase(), whyNil(c.ratioBase(), reason))
+
 		if r.Peers == 255 {
 			c = get(r, "c", "apply-add")
 			v = whole(c)
@@ -420,7 +434,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	b.WriteString("          (c) privilege-separated: quilt-runtime (unprivileged uid) -> Unix socket -> quilt-route-helper (nobody, CAP_NET_ADMIN only)\n")
 	b.WriteString("          routes/s and time cover the whole workload; p50/p99 are per RPC (per message for (a)) as the client saw it;\n")
 	b.WriteString("          c/a and c/b: (c)'s time per route over (a)'s (one-ack rows for the per-RPC workloads, pipelined rows for ApplyRoutes) and (b)'s\n")
-	b.WriteString("          p50/base: p50 over that of the same system's base row (re-inject: Health.Check)\n")
+	b.WriteString("          p50/base: p50 over that of the same system's base row (re-inject: Health.Check; extra veths: InjectRoute, sequential)\n")
 	fmt.Fprintf(&b, "          repair rows, (c) only ((b) has no watch): %d routes (at most N) deleted with RTM_DELROUTE, one at a time, p50/p99 until each is back;\n", s.Deletions)
 	fmt.Fprintf(&b, "          then %s set down and up, time until every route is back (the kernel flushes them without a notification)\n", s.Interface)
 	if _, err := io.WriteString(w, b.String()); err != nil {

@@ -73,7 +73,7 @@ func TestFormat(t *testing.T) {
 }
 
 // sampleSettings are the settings of the sample runs.
-var sampleSettings = Settings{Clients: 16, Interface: Device, Deletions: 100}
+var sampleSettings = Settings{Clients: 16, Interface: Device, Deletions: 100, Veths: 1000}
 
 // sample is a report as runs at N=255 and N=65,535 make them: at 255 all
 // three systems, with ApplyRoutes unimplemented on (b) and implemented on
@@ -95,11 +95,12 @@ func sample() *Report {
 		{ID: "b", Results: []Result{ok("health-sequential", 255, 0.05, 0.2), ok("inject-sequential", 255, 0.02, 0.070), ok("reinject-sequential", 255, 0.06, 0.25),
 			unimpl, noWatch("repair-delete"), noWatch("repair-bounce")}, Processes: []Process{{Name: SingleBin, PeakRSSKiB: 20 << 10}}},
 		{ID: "c", Results: []Result{ok("health-sequential", 255, 0.05, 0.3), ok("inject-sequential", 255, 0.025, 0.091), ok("reinject-sequential", 255, 0.092, 0.36),
-			ok("apply-add", 255, 0.004, 0), ok("repair-delete", 100, 0.05, 0.2), ok("repair-bounce", 255, 0.0505, 0)},
+			ok("apply-add", 255, 0.004, 0), ok("repair-delete", 100, 0.05, 0.2), ok("repair-bounce", 255, 0.0505, 0), ok("inject-veths", 255, 0.03, 0.1)},
 			Processes: []Process{{Name: HelperBin, PeakRSSKiB: 5 << 10}, {Name: FrontendBin, PeakRSSKiB: 50 << 10}}},
 	}}
 	full := Scale{N: 65536, Peers: 65535, Systems: []System{
-		{ID: "c", Results: []Result{ok("inject-sequential", 65535, 70, 1), ok("repair-delete", 100, 7, 60), ok("repair-bounce", 65535, 2.5, 0)}, Processes: []Process{{Name: HelperBin, PeakRSSKiB: 17 << 10}}},
+		{ID: "c", Results: []Result{ok("inject-sequential", 65535, 70, 1), ok("repair-delete", 100, 7, 60), ok("repair-bounce", 65535, 2.5, 0),
+			ok("inject-veths", 65535, 80, 1.2)}, Processes: []Process{{Name: HelperBin, PeakRSSKiB: 17 << 10}}},
 	}}
 	runs := []Scale{run, full}
 	for i := range runs {
@@ -119,13 +120,16 @@ func TestRatiosAndTargets(t *testing.T) {
 	if !near(apply.COverA, 4) || apply.COverB != nil {
 		t.Errorf("ApplyRoutes ratios: c/a %v (want 4), c/b %v (want none: (b) unimplemented)", deref(apply.COverA), deref(apply.COverB))
 	}
-	// p50/base, on every system: the re-inject over Health.Check;
-	// nothing on other rows.
+	// p50/base, on every system: the re-inject over Health.Check, the
+	// extra veths over the plain InjectRoute; nothing on other rows.
 	if r := b.result("reinject-sequential"); !near(r.P50OverBase, 1.25) {
 		t.Errorf("(b) re-inject p50/base %v, want 1.25", deref(r.P50OverBase))
 	}
 	if r := c.result("reinject-sequential"); !near(r.P50OverBase, 1.2) {
 		t.Errorf("(c) re-inject p50/base %v, want 1.2", deref(r.P50OverBase))
+	}
+	if r := c.result("inject-veths"); !near(r.P50OverBase, 0.1/0.091) {
+		t.Errorf("(c) veths p50/base %v, want %v", deref(r.P50OverBase), 0.1/0.091)
 	}
 	if inj.P50OverBase != nil || c.result("repair-delete").P50OverBase != nil {
 		t.Errorf("p50/base on rows without a base: %v, %v", deref(inj.P50OverBase), deref(c.result("repair-delete").P50OverBase))
@@ -141,6 +145,7 @@ func TestRatiosAndTargets(t *testing.T) {
 		"255 InjectRoute again (resync) p50 over Health.Check p50, (c)":   "1.20x true",
 		"255 repair after route del p50, (c)":                             "200µs true",
 		"255 every route back after vxlan100 down, up, (c)":               "50.5ms true < 101ms: 100ms plus (a)'s pipelined add of 255 routes, 1.00ms",
+		"255 InjectRoute p50 with 1,000 extra veths over without, (c)":    "1.10x true",
 		"255 ApplyRoutes of 255 adds, (c)":                                "4.00ms true",
 		"255 InjectRoute, sequential of 255 peers, (c)":                   "25.0ms true",
 		"255 InjectRoute again (resync) of 255 peers, (c)":                "92.0ms false",
@@ -151,6 +156,7 @@ func TestRatiosAndTargets(t *testing.T) {
 		"65535 InjectRoute again (resync) p50 over Health.Check p50, (c)": "-",
 		"65535 repair after route del p50, (c)":                           "60.0ms false",
 		"65535 every route back after vxlan100 down, up, (c)":             "- < 100ms: took 2.50s, but no kernel floor to add to the limit: (a): not run",
+		"65535 InjectRoute p50 with 1,000 extra veths over without, (c)":  "1.20x false",
 		"65535 peak RSS of quilt-route-helper, (c)":                       "17.0 MiB false",
 		"65535 peak RSS of quilt-runtime, (c)":                            "-",
 	}
@@ -187,7 +193,7 @@ func TestWriteText(t *testing.T) {
 	}
 	out := b.String()
 	for _, s := range []string{"N = 255 peers", "InjectRoute, sequential", "unimplemented: the server answered Unimplemented", "1.25x", "MISSED", "met",
-		"p50/base", "skipped: no watch", "repair after vxlan100 down, up", "100 routes (at most N) deleted with RTM_DELROUTE",
+		"p50/base", "skipped: no watch", "repair after vxlan100 down, up", "InjectRoute, 1,000 extra veths", "100 routes (at most N) deleted with RTM_DELROUTE",
 		"met (100ms plus (a)'s pipelined add of 255 routes, 1.00ms)"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("no %q in:\n%s", s, out)

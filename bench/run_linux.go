@@ -54,7 +54,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Settings = Settings{Cluster: Cluster.String(), NodeSubnet: netip.PrefixFrom(Cluster.Addr(), NodePrefixLen).String(),
 		Interface: Device, Clients: cfg.Clients, KernelBatch: cfg.KernelBatch, ApplyChunk: ApplyChunk,
-		PhaseLimit: cfg.PhaseLimit.Seconds(), ResyncInterval: cfg.ResyncInterval.Seconds(), Deletions: cfg.Deletions,
+		PhaseLimit: cfg.PhaseLimit.Seconds(), ResyncInterval: cfg.ResyncInterval.Seconds(), Deletions: cfg.Deletions, Veths: cfg.Veths,
 		Systems: cfg.Systems}
 	rep.Machine = machine()
 	if os.Geteuid() != 0 {
@@ -171,7 +171,7 @@ func (r *runner) newNetns(ctx context.Context, id string) (string, error) {
 }
 
 // system measures one system for one plan, in a namespace made for it and
-// removed before it returns.
+// removed before it returns, with the one of its extra veths, if any.
 func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 	s := System{ID: id, Name: systemNames[id]}
 	log := r.log.With("system", "("+id+")", "peers", len(plan.Peers))
@@ -182,6 +182,7 @@ func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 		return s
 	}
 	defer removeNetns(ns)
+	defer removeNetns(vethNetns(ns)) // after the processes stop, so no measured process sees the veths go
 	s.Namespace = ns
 	switch id {
 	case "a":
@@ -491,6 +492,14 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 			s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.set), Status: StatusSkipped, Detail: "no routes to work on"})
 			continue
 		}
+		if wl.ID == "inject-veths" {
+			t0 := time.Now()
+			if err := addVeths(ctx, ns, r.cfg.Veths); err != nil {
+				s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.set), Of: len(idx), Status: StatusError, Detail: err.Error()})
+				return fmt.Errorf("%s: %w", wl.Title(n, r.set), err)
+			}
+			log.Info("made the extra veths", "veths", r.cfg.Veths, "took", time.Since(t0).Round(time.Millisecond))
+		}
 		deadline := time.Now().Add(r.cfg.PhaseLimit)
 		var res Result
 		switch wl.ID {
@@ -498,7 +507,7 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 			o := phase(ctx, idx, 1, deadline, func(ctx context.Context, _, _ int) error { return cl.check(ctx) })
 			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
 			res.Detail = "calls, not routes"
-		case "inject-sequential", "reinject-sequential", "inject-concurrent":
+		case "inject-sequential", "reinject-sequential", "inject-concurrent", "inject-veths":
 			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.inject(ctx, w, names[i], Device) })
 			for _, i := range o.done {
 				present[i] = true

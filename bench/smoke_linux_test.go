@@ -99,12 +99,16 @@ func leftBehind() []string {
 	return left
 }
 
+// smokeVeths is how many extra veths the smoke runs make: enough to show
+// the row works, few enough to keep the tests quick.
+const smokeVeths = 64
+
 // TestSmoke runs the whole benchmark at N=8 on all three systems, so the
 // harness is proven on every run of the tests: every workload measured
 // (or unimplemented, for ApplyRoutes until the frontend has it; the drift
 // repairs skipped on (b), which has no watch), each process seen with the
 // identity and capabilities it should have, and nothing left behind: no
-// namespace, no process, and the host's
+// namespace (the extra veths' included), no process, and the host's
 // routes and links as they were.
 func TestSmoke(t *testing.T) {
 	requireRoot(t)
@@ -116,7 +120,7 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var log strings.Builder
-	rep, err := Run(ctx, Config{BinDir: bin, Ns: []int{8}, PhaseLimit: time.Minute, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	rep, err := Run(ctx, Config{BinDir: bin, Ns: []int{8}, PhaseLimit: time.Minute, Veths: smokeVeths, Log: slog.New(slog.NewTextHandler(&log, nil))})
 	var text strings.Builder
 	rep.WriteText(&text)
 	t.Logf("progress:\n%s\n%s", log.String(), text.String())
@@ -137,7 +141,7 @@ func TestSmoke(t *testing.T) {
 		if s.Error != "" {
 			t.Errorf("(%s) stopped: %s", s.ID, s.Error)
 		}
-		want := map[string]int{"a": 4, "b": 10, "c": 10}[s.ID]
+		want := map[string]int{"a": 4, "b": 11, "c": 11}[s.ID]
 		if len(s.Results) != want {
 			t.Errorf("(%s): %d results, want %d", s.ID, len(s.Results), want)
 		}
@@ -188,7 +192,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("(b) GOMAXPROCS %s, want reported", run.Systems[1].Processes[0].GOMAXPROCSFrom)
 	}
 	for _, name := range []string{"repair after route del p50, (c)", "every route back after vxlan100 down, up, (c)",
-		"InjectRoute again (resync) p50 over Health.Check p50, (c)"} {
+		"InjectRoute again (resync) p50 over Health.Check p50, (c)", fmt.Sprintf("InjectRoute p50 with %d extra veths over without, (c)", smokeVeths)} {
 		if i := slices.IndexFunc(rep.Targets, func(tg Target) bool { return tg.Name == name }); i < 0 || rep.Targets[i].Value == nil {
 			t.Errorf("target %q: not measured", name)
 		}
@@ -224,22 +228,22 @@ func (h cancelOn) WithGroup(name string) slog.Handler {
 }
 
 // TestSmokeInterrupted: a run cancelled (Ctrl-C) while (c) runs, with its
-// routes installed, removes every namespace and process it made and
-// leaves the host as it was.
+// routes installed and then with the extra veths made, removes every
+// namespace and process it made and leaves the host as it was.
 func TestSmokeInterrupted(t *testing.T) {
 	requireRoot(t)
 	bin, err := smokeBins()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, at := range []string{"ApplyRoutes, 8 adds"} {
+	for _, at := range []string{"ApplyRoutes, 8 adds", "made the extra veths"} {
 		t.Run(at, func(t *testing.T) {
 			before := host(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			var log strings.Builder
 			h := cancelOn{slog.NewTextHandler(&log, nil), at, cancel}
-			rep, err := Run(ctx, Config{BinDir: bin, Ns: []int{8}, Systems: []string{"c"}, PhaseLimit: time.Minute, Log: slog.New(h)})
+			rep, err := Run(ctx, Config{BinDir: bin, Ns: []int{8}, Systems: []string{"c"}, PhaseLimit: time.Minute, Veths: smokeVeths, Log: slog.New(h)})
 			t.Logf("progress:\n%s", log.String())
 			if !errors.Is(err, context.Canceled) || !strings.HasPrefix(rep.Error, "interrupted") {
 				t.Fatalf("Run: %v, report error %q: want it interrupted", err, rep.Error)

@@ -47,6 +47,7 @@ func run() error {
 	flag.IntVar(&cfg.KernelBatch, "kernel-batch", 1024, "route messages per sendmsg in (a)'s pipelined workloads")
 	flag.DurationVar(&cfg.ResyncInterval, "resync-interval", 10*time.Second, "(b)'s and (c)'s --resync-interval")
 	flag.IntVar(&cfg.Deletions, "deletions", 100, "routes the drift repair row deletes by hand, one at a time (at most N)")
+	flag.IntVar(&cfg.Veths, "veths", 1000, "extra veth interfaces in the namespace in the last row")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the run's directory (process logs, state files) and print its path")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
 	flag.Parse()
