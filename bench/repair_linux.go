@@ -57,48 +57,71 @@ func (r *runner) repairDelete(ctx context.Context, ns string, peers []netip.Pref
 	})
 }
 
+// bounce is what repairBounce measured.
+type bounce struct {
+	back     int           // routes back
+	took     time.Duration // from the down request until every route was back
+	down, up time.Duration // the kernel's time for each request, to its ack
+	afterUp  time.Duration // from the up's ack until every route was back
+}
+
+// note says how the bounce's time divides: the kernel's down alone takes
+// milliseconds (closing a device waits for an RCU grace period).
+func (b bounce) note() string {
+	return fmt.Sprintf("%s down took the kernel %s, up %s; every route was back %s after the up", Device,
+		fmtDur(b.down.Seconds()), fmtDur(b.up.Seconds()), fmtDur(b.afterUp.Seconds()))
+}
+
 // repairBounce sets the device down, which flushes its routes without a
-// notification, and up again, and times from the first request until
-// every route of ours at the peers is back, at most Config.PhaseLimit. It
-// returns how many came back.
-func (r *runner) repairBounce(ctx context.Context, ns string, peers []netip.Prefix, want int) (int, time.Duration, error) {
+// notification, and up again, and times from the down request until every
+// route of ours at the peers is back, at most Config.PhaseLimit.
+func (r *runner) repairBounce(ctx context.Context, ns string, peers []netip.Prefix, want int) (bounce, error) {
+	var b bounce
 	nl, obs, err := openRepair(ns, peers)
 	if err != nil {
-		return 0, 0, err
+		return b, err
 	}
 	defer nl.close()
 	defer obs.close()
 	if len(obs.ours) != want {
-		return 0, 0, fmt.Errorf("before the bounce the kernel holds %d routes of ours at the peers, want %d", len(obs.ours), want)
+		return b, fmt.Errorf("before the bounce the kernel holds %d routes of ours at the peers, want %d", len(obs.ours), want)
 	}
 	start := time.Now()
 	if err := nl.setUp(false); err != nil {
-		return 0, 0, err
+		return b, err
 	}
+	b.down = time.Since(start)
 	// What was queued before the down is applied; then the view loses
 	// what the kernel flushed before it acknowledged the down.
 	derr := obs.drain()
 	clear(obs.ours)
-	if err := errors.Join(derr, nl.setUp(true)); err != nil {
-		return 0, time.Since(start), err
+	t := time.Now()
+	err = errors.Join(derr, nl.setUp(true))
+	upped := time.Now()
+	b.up = upped.Sub(t)
+	if err != nil {
+		b.took = time.Since(start)
+		return b, err
 	}
 	until := start.Add(r.cfg.PhaseLimit)
 	for {
 		err := obs.wait(ctx, until, func() bool { return len(obs.ours) >= want })
-		took := time.Since(start)
+		now := time.Now()
+		b.back, b.took, b.afterUp = len(obs.ours), now.Sub(start), now.Sub(upped)
 		if errors.Is(err, errNotBack) {
-			err = fmt.Errorf("%d of %d routes back after %v: %w", len(obs.ours), want, r.cfg.PhaseLimit, err)
+			err = fmt.Errorf("%d of %d routes back after %v: %w", b.back, want, r.cfg.PhaseLimit, err)
 		}
 		if err != nil {
-			return len(obs.ours), took, err
+			return b, err
 		}
 		// A dump confirms what the notifications said (the clock has
 		// stopped); if it disagrees, wait on.
 		if err := obs.resync(); err != nil {
-			return len(obs.ours), took, err
+			return b, err
 		}
 		if len(obs.ours) >= want {
-			return want, took, nil
+			b.back = want
+			return b, nil
 		}
 	}
 }

@@ -93,6 +93,7 @@ type Result struct {
 	P99Ms        *float64 `json:"p99_ms,omitempty"`
 	Status       string   `json:"status"` // see the Status constants
 	Detail       string   `json:"detail,omitempty"`
+	Note         string   `json:"note,omitempty"` // printed under the table: what the figures hold
 	// On (c)'s rows: time per route over that of (a)'s comparable row
 	// (Workload.Kernel) and of (b)'s same row, and p50 over (b)'s p50.
 	COverA    *float64 `json:"c_over_a,omitempty"`
@@ -514,6 +515,13 @@ func (r *Scale) writeText(w io.Writer, set Settings) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, s := range r.Systems {
+		for _, res := range s.Results {
+			if res.Note != "" && res.measured() {
+				fmt.Fprintf(w, "  (%s) %s: %s\n", s.ID, res.Title, res.Note)
+			}
+		}
 	}
 	for _, s := range r.Systems {
 		if s.Error != "" {

@@ -102,6 +102,7 @@ func sample() *Report {
 		{ID: "c", Results: []Result{ok("inject-sequential", 65535, 70, 1), ok("repair-delete", 100, 7, 60), ok("repair-bounce", 65535, 2.5, 0),
 			ok("inject-veths", 65535, 80, 1.2)}, Processes: []Process{{Name: HelperBin, PeakRSSKiB: 17 << 10}}},
 	}}
+	run.Systems[2].result("repair-bounce").Note = "vxlan100 down took the kernel 9.00ms"
 	runs := []Scale{run, full}
 	for i := range runs {
 		runs[i].ratios()
@@ -194,7 +195,7 @@ func TestWriteText(t *testing.T) {
 	out := b.String()
 	for _, s := range []string{"N = 255 peers", "InjectRoute, sequential", "unimplemented: the server answered Unimplemented", "1.25x", "MISSED", "met",
 		"p50/base", "skipped: no watch", "repair after vxlan100 down, up", "InjectRoute, 1,000 extra veths", "100 routes (at most N) deleted with RTM_DELROUTE",
-		"met (100ms plus (a)'s pipelined add of 255 routes, 1.00ms)"} {
+		"met (100ms plus (a)'s pipelined add of 255 routes, 1.00ms)", "  (c) repair after vxlan100 down, up: vxlan100 down took the kernel 9.00ms\n"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("no %q in:\n%s", s, out)
 		}

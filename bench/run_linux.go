@@ -523,8 +523,11 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 			o := r.repairDelete(ctx, ns, plan.Peers, idx, deadline)
 			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
 		case "repair-bounce":
-			back, took, err := r.repairBounce(ctx, ns, plan.Peers, len(idx))
-			res = record(wl.ID, n, r.set, len(idx), back, took, nil, err)
+			b, err := r.repairBounce(ctx, ns, plan.Peers, len(idx))
+			res = record(wl.ID, n, r.set, len(idx), b.back, b.took, nil, err)
+			if b.down > 0 {
+				res.Note = b.note()
+			}
 		case "apply-add", "apply-remove":
 			dev, want := Device, quiltpb.RouteResult_ROUTE_RESULT_CREATED
 			if !add {

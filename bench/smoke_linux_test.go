@@ -169,6 +169,9 @@ func TestSmoke(t *testing.T) {
 	if r := run.Systems[2].result("repair-delete"); r == nil || r.P50Ms == nil || r.P99Ms == nil {
 		t.Errorf("(c) repair after route del: no latencies: %+v", r)
 	}
+	if r := run.Systems[2].result("repair-bounce"); r == nil || !strings.Contains(r.Note, "after the up") {
+		t.Errorf("(c) repair after the bounce: no note of the kernel's share: %+v", r)
+	}
 	// Who ran what: the uid, the effective capabilities (CAP_NET_ADMIN is
 	// bit 12), a high-water mark and a GOMAXPROCS for each.
 	want := map[string]string{"b": SingleBin + " uid 0", "c": HelperBin + " uid 65534 caps 0000000000001000, " + FrontendBin + " uid 64210 caps 0000000000000000"}
