@@ -25,6 +25,10 @@ const (
 	SingleBin   = "quilt-bench-single"
 )
 
+// maxVeths bounds Config.Veths: the names qv0 to qv9999 fit an interface
+// name, and more would only measure the time to make them.
+const maxVeths = 10000
+
 // Config says what to measure and where the binaries are.
 type Config struct {
 	// BinDir holds quilt-route-helper, quilt-runtime and
@@ -46,6 +50,13 @@ type Config struct {
 	// ResyncInterval is (b)'s and (c)'s --resync-interval (default 10s,
 	// the product's default).
 	ResyncInterval time.Duration
+	// Deletions is how many routes of ours the drift repair row deletes
+	// by hand, one at a time, each a different prefix (default 100; at
+	// most N).
+	Deletions int
+	// Veths is how many extra veth interfaces the last row puts in the
+	// namespace before it injects every route again (default 1000).
+	Veths int
 	// KeepDir keeps the run's directory (process logs, state files).
 	KeepDir bool
 	// Log gets progress lines; nil discards them.
@@ -74,6 +85,12 @@ func (c *Config) defaults() error {
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 10 * time.Second
 	}
+	if c.Deletions <= 0 {
+		c.Deletions = 100
+	}
+	if c.Veths <= 0 {
+		c.Veths = 1000
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -86,6 +103,9 @@ func (c *Config) defaults() error {
 		if !slices.Contains([]string{"a", "b", "c"}, s) {
 			return fmt.Errorf("system %q: want a, b or c", s)
 		}
+	}
+	if c.Veths > maxVeths {
+		return fmt.Errorf("%d veths: at most %d", c.Veths, maxVeths)
 	}
 	if c.KernelBatch > 8192 {
 		return fmt.Errorf("kernel batch %d: at most 8192 messages per sendmsg (their acks must fit the receive buffer)", c.KernelBatch)

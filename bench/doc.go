@@ -24,17 +24,27 @@
 // (Health.Check, N times), InjectRoute one at a time, again (the idempotent
 // re-inject the agent's resync causes), RemoveRoute; InjectRoute and
 // RemoveRoute from Config.Clients concurrent clients; then QuiltAdmin's
-// ApplyRoutes with every add, then every removal, ApplyChunk changes per
-// message. A server without ApplyRoutes shows "unimplemented". After each
+// ApplyRoutes with every add, ApplyChunk changes per message. With every
+// route in place, the drift repairs, on (c) only ((b) has no watch: it
+// repairs on its periodic resync alone): Config.Deletions routes of ours
+// deleted with RTM_DELROUTE, as `ip route del` does, one at a time, each
+// timed until an rtnetlink notification shows it back; then vxlan100 set
+// down and up (which flushes its routes without a notification), timed
+// until every route is back. Then ApplyRoutes with every removal, and
+// last InjectRoute one at a time again with Config.Veths extra veth
+// interfaces in the namespace (their peers in a second namespace,
+// qbench<pid>-<system><n>-veths). A server without ApplyRoutes shows
+// "unimplemented". After each
 // workload the namespace's routes of protocol 81 are counted, so a figure
 // never stands for work that was not done. A workload that runs longer
 // than Config.PhaseLimit stops starting new calls and is reported as
 // partial. At the end each server process's VmHWM, uid, capabilities and
 // GOMAXPROCS are read from /proc.
 //
-// The Report names the machine, and gives (c)'s ratios to (a) and (b) and
-// the figures the targets of issue 7 are checked against; nothing here
-// asserts them.
+// The Report names the machine, and gives (c)'s ratios to (a) and (b),
+// each system's p50 of the re-inject over Health.Check's and with the
+// extra veths over without, and the figures the targets of issues 7 and
+// 11 are checked against; nothing here asserts them.
 //
 // Privileges: root, to make namespaces, start processes under other uids
 // with setpriv, and send rtnetlink messages inside the namespaces. Nothing

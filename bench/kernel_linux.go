@@ -92,15 +92,50 @@ func (c *nlConn) appendRoute(b []byte, add bool, dst netip.Prefix) []byte {
 	if add {
 		attr(unix.RTA_OIF, ne.AppendUint32(nil, c.ifidx))
 	}
-	ne.PutUint32(b[start:], uint32(len(b)-start))
-	ne.PutUint16(b[start+4:], typ)
-	ne.PutUint16(b[start+6:], flags)
-	ne.PutUint32(b[start+8:], c.seq)
+	c.header(b[start:], typ, flags)
 	return b
 }
 
+// header fills in the netlink header at the start of msg, which holds one
+// whole message, with the next sequence number.
+func (c *nlConn) header(msg []byte, typ, flags uint16) {
+	ne := binary.NativeEndian
+	ne.PutUint32(msg, uint32(len(msg)))
+	ne.PutUint16(msg[4:], typ)
+	ne.PutUint16(msg[6:], flags)
+	ne.PutUint32(msg[8:], c.seq)
+}
+
+// deleteRoute deletes our route at dst, as `ip route del dst proto 81`
+// does, and waits for the kernel's ack.
+func (c *nlConn) deleteRoute(dst netip.Prefix) error {
+	c.wbuf = c.appendRoute(c.wbuf[:0], false, dst)
+	return c.send(c.wbuf, 1, []netip.Prefix{dst})
+}
+
+// setUp sets the device up or down with RTM_NEWLINK, as `ip link set dev
+// DEV up` or `down` does, and waits for the kernel's ack. Down, the kernel
+// flushes the device's IPv4 routes before it answers, without a
+// notification for any of them.
+func (c *nlConn) setUp(up bool) error {
+	c.seq++
+	ne := binary.NativeEndian
+	flags := uint32(0)
+	if up {
+		flags = unix.IFF_UP
+	}
+	b := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+unix.SizeofIfInfomsg)
+	b = append(b, unix.AF_UNSPEC, 0, 0, 0) // struct ifinfomsg: family, padding, type
+	b = ne.AppendUint32(b, c.ifidx)
+	b = ne.AppendUint32(b, flags)
+	b = ne.AppendUint32(b, unix.IFF_UP) // the flags changed
+	c.header(b, unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	return c.send(b, 1, nil)
+}
+
 // send writes the messages in one sendmsg and reads one ack per message,
-// returning the first error the kernel answered with.
+// returning the first error the kernel answered with; dsts name the
+// messages' routes in errors, if they are route messages.
 func (c *nlConn) send(msgs []byte, count int, dsts []netip.Prefix) error {
 	if _, err := unix.SendmsgN(c.fd, msgs, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0); err != nil {
 		return fmt.Errorf("sendmsg: %w", err)
@@ -130,7 +165,11 @@ func (c *nlConn) send(msgs []byte, count int, dsts []netip.Prefix) error {
 			}
 			got++
 			if errno != 0 && kerr == nil {
-				kerr = fmt.Errorf("kernel refused %v: %w", dsts[seq-first], unix.Errno(errno))
+				what := "the request"
+				if int(seq-first) < len(dsts) {
+					what = dsts[seq-first].String()
+				}
+				kerr = fmt.Errorf("kernel refused %s: %w", what, unix.Errno(errno))
 			}
 			b = b[min((l+3)&^3, len(b)):]
 		}

@@ -41,17 +41,31 @@ func command(ctx context.Context, name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// createNetns makes a named namespace with lo up and the overlay device
-// vxlan100 (VNI 100, no remote: it never sends a packet) up.
+// ipBatch runs ip's commands, one a line, inside the namespace, in one
+// process; it stops at the first that fails.
+func ipBatch(ctx context.Context, ns, lines string) error {
+	cmd := exec.CommandContext(ctx, "ip", "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(lines)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip -n %s -batch: %w: %s", ns, err, clip(string(out), 200))
+	}
+	return nil
+}
+
+// createNetns makes a named namespace with lo up and, unless dev is
+// empty, the overlay device dev, vxlan VNI 100 without a remote (it never
+// sends a packet), up.
 func createNetns(ctx context.Context, name, dev string) error {
 	if _, err := command(ctx, "ip", "netns", "add", name); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
-		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "link", "add", dev, "type", "vxlan", "id", "100", "dstport", "4789"},
-		{"-n", name, "link", "set", dev, "up"},
-	} {
+	steps := [][]string{{"-n", name, "link", "set", "lo", "up"}}
+	if dev != "" {
+		steps = append(steps,
+			[]string{"-n", name, "link", "add", dev, "type", "vxlan", "id", "100", "dstport", "4789"},
+			[]string{"-n", name, "link", "set", dev, "up"})
+	}
+	for _, args := range steps {
 		if _, err := command(ctx, "ip", args...); err != nil {
 			return err
 		}

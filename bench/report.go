@@ -45,6 +45,8 @@ type Settings struct {
 	ApplyChunk     int      `json:"apply_chunk"`  // route changes per ApplyRoutes message
 	PhaseLimit     float64  `json:"phase_limit_seconds"`
 	ResyncInterval float64  `json:"resync_interval_seconds"` // (b)'s and (c)'s --resync-interval
+	Deletions      int      `json:"deletions"`               // routes deleted by hand, one at a time, in the drift repair row
+	Veths          int      `json:"veths"`                   // extra veth interfaces in the namespace in the veth row
 	Systems        []string `json:"systems"`
 }
 
@@ -91,11 +93,15 @@ type Result struct {
 	P99Ms        *float64 `json:"p99_ms,omitempty"`
 	Status       string   `json:"status"` // see the Status constants
 	Detail       string   `json:"detail,omitempty"`
+	Note         string   `json:"note,omitempty"` // printed under the table: what the figures hold
 	// On (c)'s rows: time per route over that of (a)'s comparable row
 	// (Workload.Kernel) and of (b)'s same row, and p50 over (b)'s p50.
 	COverA    *float64 `json:"c_over_a,omitempty"`
 	COverB    *float64 `json:"c_over_b,omitempty"`
 	P50COverB *float64 `json:"p50_c_over_b,omitempty"`
+	// On every system's rows with a Workload.Base: p50 over the p50 of
+	// the base row of the same system.
+	P50OverBase *float64 `json:"p50_over_base,omitempty"`
 }
 
 // Statuses of a Result.
@@ -123,20 +129,27 @@ type Target struct {
 type Workload struct {
 	ID     string
 	Kernel string // (a)'s row that (c)'s is compared with; empty: none
-	title  func(peers, clients int) string
+	Base   string // the row of the same system whose p50 this one's is compared with; empty: none
+	// Watch: the row measures drift repair by the helper's watch, which
+	// only (c) has; (b) repairs on its periodic resync alone.
+	Watch bool
+	title func(peers int, s Settings) string
 }
 
 // Title is the workload's name in the table.
-func (w Workload) Title(peers, clients int) string { return w.title(peers, clients) }
+func (w Workload) Title(peers int, s Settings) string { return w.title(peers, s) }
 
-func fixed(s string) func(int, int) string { return func(int, int) string { return s } }
+func fixed(t string) func(int, Settings) string { return func(int, Settings) string { return t } }
 
 // Workloads in the order they run and are shown. (a) runs the kernel rows,
 // (b) and (c) the gRPC rows. The first gRPC row changes no route: it is
 // the cost of a gRPC call alone, the floor under every per-RPC row. Each
 // gRPC row after it starts from the routes the one before left (inject,
 // inject again, remove; then the same with concurrent clients; then the
-// batch RPC).
+// batch RPC's adds; with every route in place, the drift repairs: routes
+// deleted by hand one at a time, then the device bounced; the batch RPC's
+// removals; last, InjectRoute again one at a time with Settings.Veths
+// extra veth interfaces in the namespace).
 var Workloads = []Workload{
 	{ID: "kernel-add-pipelined", title: fixed("kernel add, pipelined")},
 	{ID: "kernel-delete-pipelined", title: fixed("kernel delete, pipelined")},
@@ -144,12 +157,17 @@ var Workloads = []Workload{
 	{ID: "kernel-delete-sequential", title: fixed("kernel delete, one ack each")},
 	{ID: "health-sequential", title: fixed("gRPC round trip (Health.Check)")},
 	{ID: "inject-sequential", Kernel: "kernel-add-sequential", title: fixed("InjectRoute, sequential")},
-	{ID: "reinject-sequential", title: fixed("InjectRoute again (resync)")},
+	{ID: "reinject-sequential", Base: "health-sequential", title: fixed("InjectRoute again (resync)")},
 	{ID: "remove-sequential", Kernel: "kernel-delete-sequential", title: fixed("RemoveRoute, sequential")},
-	{ID: "inject-concurrent", Kernel: "kernel-add-sequential", title: func(_, c int) string { return fmt.Sprintf("InjectRoute, %d clients", c) }},
-	{ID: "remove-concurrent", Kernel: "kernel-delete-sequential", title: func(_, c int) string { return fmt.Sprintf("RemoveRoute, %d clients", c) }},
-	{ID: "apply-add", Kernel: "kernel-add-pipelined", title: func(n, _ int) string { return fmt.Sprintf("ApplyRoutes, %s adds", group(float64(n))) }},
-	{ID: "apply-remove", Kernel: "kernel-delete-pipelined", title: func(n, _ int) string { return fmt.Sprintf("ApplyRoutes, %s removes", group(float64(n))) }},
+	{ID: "inject-concurrent", Kernel: "kernel-add-sequential", title: func(_ int, s Settings) string { return fmt.Sprintf("InjectRoute, %d clients", s.Clients) }},
+	{ID: "remove-concurrent", Kernel: "kernel-delete-sequential", title: func(_ int, s Settings) string { return fmt.Sprintf("RemoveRoute, %d clients", s.Clients) }},
+	{ID: "apply-add", Kernel: "kernel-add-pipelined", title: func(n int, _ Settings) string { return fmt.Sprintf("ApplyRoutes, %s adds", group(float64(n))) }},
+	{ID: "repair-delete", Watch: true, title: fixed("repair after route del")},
+	{ID: "repair-bounce", Watch: true, Kernel: "kernel-add-pipelined", title: func(_ int, s Settings) string { return fmt.Sprintf("repair after %s down, up", s.Interface) }},
+	{ID: "apply-remove", Kernel: "kernel-delete-pipelined", title: func(n int, _ Settings) string { return fmt.Sprintf("ApplyRoutes, %s removes", group(float64(n))) }},
+	{ID: "inject-veths", Kernel: "kernel-add-sequential", Base: "inject-sequential", title: func(_ int, s Settings) string {
+		return fmt.Sprintf("InjectRoute, %s extra veths", group(float64(s.Veths)))
+	}},
 }
 
 func workload(id string) Workload {
@@ -188,8 +206,18 @@ func (r *Result) measured() bool {
 
 func (r *Result) perRoute() float64 { return r.Seconds / float64(r.Routes) }
 
-// ratios fills (c)'s ratio columns from (a)'s and (b)'s rows.
+// ratios fills every system's p50/base column from its own rows, and
+// (c)'s ratio columns from (a)'s and (b)'s rows.
 func (r *Scale) ratios() {
+	for _, s := range r.Systems {
+		for i := range s.Results {
+			res := &s.Results[i]
+			base := s.result(workload(res.Workload).Base)
+			if res.measured() && res.P50Ms != nil && base.measured() && base.P50Ms != nil && *base.P50Ms > 0 {
+				res.P50OverBase = ptr(*res.P50Ms / *base.P50Ms)
+			}
+		}
+	}
 	a, b, c := r.system("a"), r.system("b"), r.system("c")
 	if c == nil {
 		return
@@ -217,8 +245,21 @@ func (r *Scale) ratios() {
 
 func ptr[T any](v T) *T { return &v }
 
+// Limits of the targets of issues 7 and 11 (README: Performance).
+const (
+	limitInjectOverSingle  = 1.2 // InjectRoute p50, (c) over (b)
+	limitApplyOverKernel   = 2   // ApplyRoutes of every add, (c) over (a) pipelined
+	limitReinjectOverCheck = 1.3 // re-inject p50 over Health.Check p50, (c)
+	limitRepairDeleteMs    = 50  // p50 from a route deleted by hand to its return
+	limitBounceMs          = 100 // every route back after a device bounce, over (a)'s adds of as many
+	limitVethsOverPlain    = 1.1 // InjectRoute p50 with the extra veths over without
+	limitHelperRSSMiB      = 16  // at 65,536 routes
+	limitFrontendRSSMiB    = 40  // at 65,536 routes
+	fullScale              = 65535
+)
+
 // targets reads the lead's figures off the runs.
-func targets(runs []Scale) []Target {
+func targets(runs []Scale, set Settings) []Target {
 	var ts []Target
 	add := func(t Target, v *float64, detail string) {
 		t.Value, t.Detail = v, detail
@@ -248,17 +289,25 @@ func targets(runs []Scale) []Target {
 		}
 		return res.Status
 	}
+	// whole is a result's time in ms, if it ran to the end.
+	whole := func(res *Result) *float64 {
+		if res.measured() && res.Status == StatusOK {
+			return ptr(res.Seconds * 1e3)
+		}
+		return nil
+	}
 	for i := range runs {
 		r := &runs[i]
 		if r.system("c") == nil {
 			continue // every target is about the product
 		}
+		n := group(float64(r.Peers))
 		c := get(r, "c", "inject-sequential")
 		reason := why(c)
 		if c.measured() {
 			reason = "(b): " + why(get(r, "b", "inject-sequential"))
 		}
-		t := Target{Name: "InjectRoute p50, (c) over (b)", N: r.Peers, Unit: "x", Limit: 1.2, Want: "<="}
+		t := Target{Name: "InjectRoute p50, (c) over (b)", N: r.Peers, Unit: "x", Limit: limitInjectOverSingle, Want: "<="}
 		add(t, c.ratioP50(), whyNil(c.ratioP50(), reason))
 
 		c, a := get(r, "c", "apply-add"), get(r, "a", "kernel-add-pipelined")
@@ -270,32 +319,67 @@ func targets(runs []Scale) []Target {
 		if reason == "" {
 			reason = "(a): " + why(a)
 		}
-		add(Target{Name: fmt.Sprintf("ApplyRoutes of %s adds, (c) over (a) pipelined", group(float64(r.Peers))), N: r.Peers, Unit: "x", Limit: 2, Want: "<="},
+		add(Target{Name: fmt.Sprintf("ApplyRoutes of %s adds, (c) over (a) pipelined", n), N: r.Peers, Unit: "x", Limit: limitApplyOverKernel, Want: "<="},
 			v, whyNil(v, reason))
+
+		c = get(r, "c", "reinject-sequential")
+		reason = why(c)
+		if c.measured() {
+			reason = "Health.Check: " + why(get(r, "c", "health-sequential"))
+		}
+		add(Target{Name: "InjectRoute again (resync) p50 over Health.Check p50, (c)", N: r.Peers, Unit: "x", Limit: limitReinjectOverCheck, Want: "<="},
+			c.ratioBase(), whyNil(c.ratioBase(), reason))
+
+		c, v = get(r, "c", "repair-delete"), nil
+		if c.measured() && c.P50Ms != nil {
+			v = c.P50Ms
+		}
+		add(Target{Name: "repair after route del p50, (c)", N: r.Peers, Unit: "ms", Limit: limitRepairDeleteMs, Want: "<"}, v, whyNil(v, why(c)))
+
+		// The bounce's limit is 100 ms plus the kernel floor for as many
+		// routes, measured in the same run.
+		c = get(r, "c", "repair-bounce")
+		v, reason = whole(c), why(c)
+		t = Target{Name: fmt.Sprintf("every route back after %s down, up, (c)", set.Interface), N: r.Peers, Unit: "ms", Limit: limitBounceMs, Want: "<"}
+		floor := whole(a)
+		if floor != nil {
+			t.Limit += *floor
+		}
+		switch {
+		case v == nil:
+		case floor == nil:
+			reason = fmt.Sprintf("took %s, but no kernel floor to add to the limit: (a): %s", fmtValue(*v, "ms"), why(a))
+			v = nil
+		default:
+			reason = fmt.Sprintf("%s plus (a)'s pipelined add of %s routes, %s", fmtValue(limitBounceMs, "ms"), n, fmtValue(*floor, "ms"))
+		}
+		add(t, v, reason)
+
+		c = get(r, "c", "inject-veths")
+		reason = why(c)
+		if c.measured() {
+			reason = "without them: " + why(get(r, "c", "inject-sequential"))
+		}
+		add(Target{Name: fmt.Sprintf("InjectRoute p50 with %s extra veths over without, (c)", group(float64(set.Veths))), N: r.Peers, Unit: "x",
+			Limit: limitVethsOverPlain, Want: "<="}, c.ratioBase(), whyNil(c.ratioBase(), reason))
 
 		if r.Peers == 255 {
 			c = get(r, "c", "apply-add")
-			v = nil
-			if c.measured() && c.Status == StatusOK {
-				v = ptr(c.Seconds * 1e3)
-			}
+			v = whole(c)
 			add(Target{Name: "ApplyRoutes of 255 adds, (c)", N: r.Peers, Unit: "ms", Limit: 5, Want: "<"}, v, whyNil(v, why(c)))
 			for _, id := range []string{"inject-sequential", "reinject-sequential"} {
 				c = get(r, "c", id)
-				v = nil
-				if c.measured() && c.Status == StatusOK {
-					v = ptr(c.Seconds * 1e3)
-				}
-				add(Target{Name: workload(id).Title(255, 0) + " of 255 peers, (c)", N: r.Peers, Unit: "ms", Limit: 30, Want: "<"}, v, whyNil(v, why(c)))
+				v = whole(c)
+				add(Target{Name: workload(id).Title(255, set) + " of 255 peers, (c)", N: r.Peers, Unit: "ms", Limit: 30, Want: "<"}, v, whyNil(v, why(c)))
 			}
 		}
 		for _, p := range []struct {
 			name  string
 			limit float64
-		}{{"quilt-route-helper", 10}, {"quilt-runtime", 40}} {
+		}{{HelperBin, limitHelperRSSMiB}, {FrontendBin, limitFrontendRSSMiB}} {
 			v = nil
 			detail := ""
-			if r.Peers < 65535 {
+			if r.Peers < fullScale {
 				detail = "the target is for 65,536 routes"
 			}
 			if s := r.system("c"); s != nil {
@@ -321,6 +405,13 @@ func (r *Result) ratioP50() *float64 {
 	return r.P50COverB
 }
 
+func (r *Result) ratioBase() *float64 {
+	if r == nil {
+		return nil
+	}
+	return r.P50OverBase
+}
+
 func whyNil(v *float64, why string) string {
 	if v != nil {
 		return ""
@@ -344,11 +435,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 	b.WriteString("          (c) privilege-separated: quilt-runtime (unprivileged uid) -> Unix socket -> quilt-route-helper (nobody, CAP_NET_ADMIN only)\n")
 	b.WriteString("          routes/s and time cover the whole workload; p50/p99 are per RPC (per message for (a)) as the client saw it;\n")
 	b.WriteString("          c/a and c/b: (c)'s time per route over (a)'s (one-ack rows for the per-RPC workloads, pipelined rows for ApplyRoutes) and (b)'s\n")
+	b.WriteString("          p50/base: p50 over that of the same system's base row (re-inject: Health.Check; extra veths: InjectRoute, sequential)\n")
+	fmt.Fprintf(&b, "          repair rows, (c) only ((b) has no watch): %d routes (at most N) deleted with RTM_DELROUTE, one at a time, p50/p99 until each is back;\n", s.Deletions)
+	fmt.Fprintf(&b, "          then %s set down and up, time until every route is back (the kernel flushes them without a notification)\n", s.Interface)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
 	for _, r := range rep.Runs {
-		if err := r.writeText(w, s.Clients); err != nil {
+		if err := r.writeText(w, s); err != nil {
 			return err
 		}
 	}
@@ -374,14 +468,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 	return nil
 }
 
-func (r *Scale) writeText(w io.Writer, clients int) error {
+func (r *Scale) writeText(w io.Writer, set Settings) error {
 	fmt.Fprintf(w, "\nN = %s peers", group(float64(r.Peers)))
 	if r.Note != "" {
 		fmt.Fprintf(w, " (%s)", r.Note)
 	}
 	fmt.Fprintln(w)
-	t := &table{right: []bool{false, false, true, true, true, true, true, true, true, true}}
-	t.add("workload", "system", "routes", "time", "routes/s", "p50", "p99", "c/a", "c/b", "c/b p50")
+	t := &table{right: []bool{false, false, true, true, true, true, true, true, true, true, true}}
+	t.add("workload", "system", "routes", "time", "routes/s", "p50", "p99", "c/a", "c/b", "c/b p50", "p50/base")
 	for _, wl := range Workloads {
 		first := true
 		for _, s := range r.Systems {
@@ -391,7 +485,7 @@ func (r *Scale) writeText(w io.Writer, clients int) error {
 			}
 			title := ""
 			if first {
-				title, first = wl.Title(r.Peers, clients), false
+				title, first = wl.Title(r.Peers, set), false
 			}
 			if !res.measured() {
 				detail := res.Status
@@ -406,7 +500,7 @@ func (r *Scale) writeText(w io.Writer, clients int) error {
 				routes = fmt.Sprintf("%s of %s", routes, group(float64(res.Of)))
 			}
 			t.add(title, "("+s.ID+")", routes, fmtDur(res.Seconds), group(res.RoutesPerSec), fmtMs(res.P50Ms), fmtMs(res.P99Ms),
-				fmtX(res.COverA), fmtX(res.COverB), fmtX(res.P50COverB))
+				fmtX(res.COverA), fmtX(res.COverB), fmtX(res.P50COverB), fmtX(res.P50OverBase))
 		}
 	}
 	if err := t.write(w); err != nil {
@@ -421,6 +515,13 @@ func (r *Scale) writeText(w io.Writer, clients int) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, s := range r.Systems {
+		for _, res := range s.Results {
+			if res.Note != "" && res.measured() {
+				fmt.Fprintf(w, "  (%s) %s: %s\n", s.ID, res.Title, res.Note)
+			}
+		}
 	}
 	for _, s := range r.Systems {
 		if s.Error != "" {

@@ -43,3 +43,16 @@ func u32(a netip.Addr) uint32 {
 func a4(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
+
+// spread picks k of idx, evenly spaced from the first, or all of them if
+// there are no more than k.
+func spread(idx []int, k int) []int {
+	if len(idx) <= k {
+		return idx
+	}
+	out := make([]int, k)
+	for j := range out {
+		out[j] = idx[j*len(idx)/k]
+	}
+	return out
+}

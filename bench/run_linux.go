@@ -36,6 +36,7 @@ var systemNames = map[string]string{"a": "kernel floor", "b": "one process", "c"
 // logs) and the namespaces it made.
 type runner struct {
 	cfg  Config
+	set  Settings // as the report shows them: row titles use them
 	log  *slog.Logger
 	dir  string
 	bins map[string]string // file name -> copy in dir
@@ -53,7 +54,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Settings = Settings{Cluster: Cluster.String(), NodeSubnet: netip.PrefixFrom(Cluster.Addr(), NodePrefixLen).String(),
 		Interface: Device, Clients: cfg.Clients, KernelBatch: cfg.KernelBatch, ApplyChunk: ApplyChunk,
-		PhaseLimit: cfg.PhaseLimit.Seconds(), ResyncInterval: cfg.ResyncInterval.Seconds(), Systems: cfg.Systems}
+		PhaseLimit: cfg.PhaseLimit.Seconds(), ResyncInterval: cfg.ResyncInterval.Seconds(), Deletions: cfg.Deletions, Veths: cfg.Veths,
+		Systems: cfg.Systems}
 	rep.Machine = machine()
 	if os.Geteuid() != 0 {
 		return rep, ErrNotRoot
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("sweep namespaces of killed runs: %w", err)
 	}
-	r := &runner{cfg: cfg, log: cfg.Log}
+	r := &runner{cfg: cfg, set: rep.Settings, log: cfg.Log}
 	if err := r.prepare(); err != nil {
 		return rep, err
 	}
@@ -96,7 +98,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			break
 		}
 	}
-	rep.Targets = targets(rep.Runs)
+	rep.Targets = targets(rep.Runs, rep.Settings)
 	if err := ctx.Err(); err != nil {
 		rep.Error = "interrupted: " + err.Error()
 		return rep, err
@@ -169,7 +171,7 @@ func (r *runner) newNetns(ctx context.Context, id string) (string, error) {
 }
 
 // system measures one system for one plan, in a namespace made for it and
-// removed before it returns.
+// removed before it returns, with the one of its extra veths, if any.
 func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 	s := System{ID: id, Name: systemNames[id]}
 	log := r.log.With("system", "("+id+")", "peers", len(plan.Peers))
@@ -180,6 +182,7 @@ func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 		return s
 	}
 	defer removeNetns(ns)
+	defer removeNetns(vethNetns(ns)) // after the processes stop, so no measured process sees the veths go
 	s.Namespace = ns
 	switch id {
 	case "a":
@@ -201,8 +204,8 @@ func (r *runner) system(ctx context.Context, id string, plan Plan) System {
 
 // record turns a workload's outcome into a result. lat is per operation;
 // nil for workloads timed only as a whole.
-func record(id string, peers, clients, of, done int, took time.Duration, lat []time.Duration, err error) Result {
-	res := Result{Workload: id, Title: workload(id).Title(peers, clients), Routes: done, Of: of, Seconds: took.Seconds(), Status: StatusOK}
+func record(id string, peers int, set Settings, of, done int, took time.Duration, lat []time.Duration, err error) Result {
+	res := Result{Workload: id, Title: workload(id).Title(peers, set), Routes: done, Of: of, Seconds: took.Seconds(), Status: StatusOK}
 	if done > 0 && took > 0 {
 		res.RoutesPerSec = float64(done) / took.Seconds()
 	}
@@ -264,10 +267,10 @@ func (r *runner) kernel(ctx context.Context, s *System, ns string, plan Plan, lo
 		var res Result
 		if step.pipe {
 			done, took, err := c.pipelined(ctx, step.add, plan.Peers, r.cfg.KernelBatch, time.Now().Add(r.cfg.PhaseLimit))
-			res = record(step.id, n, r.cfg.Clients, n, done, took, nil, err)
+			res = record(step.id, n, r.set, n, done, took, nil, err)
 		} else {
 			lat, took, err := c.sequential(ctx, step.add, plan.Peers, time.Now().Add(r.cfg.PhaseLimit))
-			res = record(step.id, n, r.cfg.Clients, n, len(lat), took, lat, err)
+			res = record(step.id, n, r.set, n, len(lat), took, lat, err)
 		}
 		if step.add {
 			installed = res.Routes
@@ -465,8 +468,14 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 		if strings.HasPrefix(wl.ID, "kernel-") {
 			continue // (a)'s
 		}
-		// Adds work on the routes absent, removals and the re-inject on
-		// those present; the health checks on no route, as many times.
+		if wl.Watch && s.ID == "b" {
+			s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.set), Status: StatusSkipped,
+				Detail: "no watch: the one-process baseline repairs drift on its periodic resync alone"})
+			continue
+		}
+		// Adds work on the routes absent, removals, the re-inject and the
+		// repairs on those present; the health checks on no route, as many
+		// times; the deletions on a spread of Config.Deletions of them.
 		add := strings.Contains(wl.ID, "inject") || wl.ID == "apply-add"
 		idx := pick(!add)
 		switch {
@@ -474,32 +483,51 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 			idx = make([]int, n)
 		case wl.ID == "reinject-sequential":
 			idx = pick(true)
+		case wl.ID == "repair-delete":
+			idx = spread(idx, r.cfg.Deletions)
 		case wl.ID == "apply-remove" && applyUnimplemented && len(idx) == 0:
 			idx = pick(false) // still ask, so the table says whether the server has the RPC
 		}
 		if len(idx) == 0 {
-			s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.cfg.Clients), Status: StatusSkipped, Detail: "no routes to work on"})
+			s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.set), Status: StatusSkipped, Detail: "no routes to work on"})
 			continue
+		}
+		if wl.ID == "inject-veths" {
+			t0 := time.Now()
+			if err := addVeths(ctx, ns, r.cfg.Veths); err != nil {
+				s.Results = append(s.Results, Result{Workload: wl.ID, Title: wl.Title(n, r.set), Of: len(idx), Status: StatusError, Detail: err.Error()})
+				return fmt.Errorf("%s: %w", wl.Title(n, r.set), err)
+			}
+			log.Info("made the extra veths", "veths", r.cfg.Veths, "took", time.Since(t0).Round(time.Millisecond))
 		}
 		deadline := time.Now().Add(r.cfg.PhaseLimit)
 		var res Result
 		switch wl.ID {
 		case "health-sequential":
 			o := phase(ctx, idx, 1, deadline, func(ctx context.Context, _, _ int) error { return cl.check(ctx) })
-			res = record(wl.ID, n, r.cfg.Clients, len(idx), len(o.done), o.took, o.lat, o.err)
+			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
 			res.Detail = "calls, not routes"
-		case "inject-sequential", "reinject-sequential", "inject-concurrent":
+		case "inject-sequential", "reinject-sequential", "inject-concurrent", "inject-veths":
 			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.inject(ctx, w, names[i], Device) })
 			for _, i := range o.done {
 				present[i] = true
 			}
-			res = record(wl.ID, n, r.cfg.Clients, len(idx), len(o.done), o.took, o.lat, o.err)
+			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
 		case "remove-sequential", "remove-concurrent":
 			o := phase(ctx, idx, r.workers(wl.ID), deadline, func(ctx context.Context, w, i int) error { return cl.remove(ctx, w, names[i]) })
 			for _, i := range o.done {
 				present[i] = false
 			}
-			res = record(wl.ID, n, r.cfg.Clients, len(idx), len(o.done), o.took, o.lat, o.err)
+			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
+		case "repair-delete":
+			o := r.repairDelete(ctx, ns, plan.Peers, idx, deadline)
+			res = record(wl.ID, n, r.set, len(idx), len(o.done), o.took, o.lat, o.err)
+		case "repair-bounce":
+			b, err := r.repairBounce(ctx, ns, plan.Peers, len(idx))
+			res = record(wl.ID, n, r.set, len(idx), b.back, b.took, nil, err)
+			if b.down > 0 {
+				res.Note = b.note()
+			}
 		case "apply-add", "apply-remove":
 			dev, want := Device, quiltpb.RouteResult_ROUTE_RESULT_CREATED
 			if !add {
@@ -514,7 +542,7 @@ func (r *runner) workloads(ctx context.Context, s *System, ns string, plan Plan,
 				}
 			}
 			applyUnimplemented = errors.Is(err, errUnimplemented)
-			res = record(wl.ID, n, r.cfg.Clients, len(idx), done, took, nil, err)
+			res = record(wl.ID, n, r.set, len(idx), done, took, nil, err)
 			if done > 0 {
 				res.Detail = joinDetail(res.Detail, fmt.Sprintf("one call, %d messages", (len(idx)+ApplyChunk-1)/ApplyChunk))
 			}

@@ -2,8 +2,9 @@
 // throwaway network namespace with a vxlan100 device: (a) raw rtnetlink
 // from this process, the kernel floor; (b) the gRPC service in one root
 // process (quilt-bench-single); (c) the privilege-separated pair,
-// quilt-runtime and quilt-route-helper, as deployed. It prints one table
-// per N, or with -o json one report. See package bench.
+// quilt-runtime and quilt-route-helper, as deployed, including how fast
+// (c) repairs routes deleted by hand or flushed by a device bounce. It
+// prints one table per N, or with -o json one report. See package bench.
 //
 // It needs root, iproute2 and util-linux's setpriv, and the binaries
 // (make bench builds them). It changes nothing outside the namespaces it
@@ -45,6 +46,8 @@ func run() error {
 	flag.DurationVar(&cfg.PhaseLimit, "phase-limit", 2*time.Minute, "stop a workload after this long and report it as partial")
 	flag.IntVar(&cfg.KernelBatch, "kernel-batch", 1024, "route messages per sendmsg in (a)'s pipelined workloads")
 	flag.DurationVar(&cfg.ResyncInterval, "resync-interval", 10*time.Second, "(b)'s and (c)'s --resync-interval")
+	flag.IntVar(&cfg.Deletions, "deletions", 100, "routes the drift repair row deletes by hand, one at a time (at most N)")
+	flag.IntVar(&cfg.Veths, "veths", 1000, "extra veth interfaces in the namespace in the last row")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the run's directory (process logs, state files) and print its path")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
 	flag.Parse()
