@@ -46,7 +46,7 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	binDir = dir
-	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime", "./e2e/cmd/quilt-demo"} {
+	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime", "./frontend/cmd/quiltctl", "./e2e/cmd/quilt-demo"} {
 		cmd := exec.Command("go", "build", "-o", dir, pkg)
 		cmd.Dir, cmd.Env = "..", append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

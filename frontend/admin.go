@@ -95,7 +95,7 @@ func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*
 	conflicts := maps.Clone(a.conflicts)
 	a.mu.Unlock()
 	dsts := slices.AppendSeq(slices.Collect(maps.Keys(want)), maps.Keys(have))
-	slices.SortFunc(dsts, func(x, y netip.Prefix) int { return cmp.Or(x.Addr().Compare(y.Addr()), x.Bits()-y.Bits()) })
+	slices.SortFunc(dsts, comparePrefixes)
 	for _, dst := range slices.Compact(dsts) {
 		rs := &quiltpb.RouteStatus{Destination: dst.String(), DesiredInterface: want[dst], InstalledInterface: have[dst]}
 		_, desired := want[dst]
@@ -106,6 +106,9 @@ func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*
 			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_UNSPECIFIED, "route helper unavailable"
 		case have[dst] == want[dst]:
 			rs.State = quiltpb.RouteState_ROUTE_STATE_IN_SYNC
+			if a.Routes.IsAdopted(dst) {
+				rs.Detail = "adopted from the kernel (the state file was new); not yet confirmed by the agent"
+			}
 		case conflicts[dst] != "":
 			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_CONFLICT, conflicts[dst]
 		case have[dst] == "":
@@ -143,13 +146,72 @@ func (a *Admin) GetStatus(ctx context.Context, _ *quiltpb.GetStatusRequest) (*qu
 	}
 	r := a.LastResync()
 	resp.InstalledRoutes = int32(r.Installed)
-	resp.LastResync = &quiltpb.ResyncStatus{DurationSeconds: r.Duration.Seconds(), Ok: r.OK(), Added: int32(r.Added), Moved: int32(r.Moved),
-		Removed: int32(r.Removed), Conflicts: int32(r.Conflicts), Failed: int32(r.Failed)}
+	resp.LastResync = resyncStatus(r)
+	resp.AdoptedRoutes = int32(a.Routes.AdoptedLen())
+	resp.AdoptGraceSeconds = a.adoptGrace().Seconds()
+	resp.RemovalLimit = int32(a.removalLimit().Of(int(cmp.Or(resp.InstalledRoutesNow, resp.InstalledRoutes))))
+	resp.ResyncMaxRemovals = a.removalLimit().String()
+	return resp, nil
+}
+
+// resyncStatus is what the admin service shows of a resync.
+func resyncStatus(r ResyncResult) *quiltpb.ResyncStatus {
+	st := &quiltpb.ResyncStatus{DurationSeconds: r.Duration.Seconds(), Ok: r.OK(), Added: int32(r.Added), Moved: int32(r.Moved),
+		Removed: int32(r.Removed), Conflicts: int32(r.Conflicts), Failed: int32(r.Failed), Adopted: int32(r.Adopted),
+		Forgotten: int32(r.Forgotten), Held: int32(r.Held)}
 	if !r.Start.IsZero() {
-		resp.LastResync.Time = r.Start.UTC().Format(time.RFC3339Nano)
+		st.Time = r.Start.UTC().Format(time.RFC3339Nano)
 	}
 	if r.Err != nil {
-		resp.LastResync.Error = r.Err.Error()
+		st.Error = r.Err.Error()
 	}
+	return st
+}
+
+// Resync runs a resync now, or with DryRun says what one would do. With
+// AllowRemovals it removes routes nobody asked to remove past the removal
+// limit: an operator's explicit ask.
+func (a *Admin) Resync(ctx context.Context, req *quiltpb.ResyncRequest) (*quiltpb.ResyncResponse, error) {
+	var p resyncPlan
+	resp := &quiltpb.ResyncResponse{}
+	if req.DryRun {
+		owned, err := a.Helper.List(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "list our routes: %v", err)
+		}
+		p = a.planResync(owned, req.AllowRemovals)
+	} else {
+		var r ResyncResult
+		r, p = a.resyncWith(ctx, req.AllowRemovals)
+		resp.Result = resyncStatus(r)
+	}
+	want := a.Routes.All()
+	for _, c := range p.adopt {
+		want[c.Dst] = c.Ifname
+		resp.Adopt = append(resp.Adopt, &quiltpb.RouteStatus{Destination: c.Dst.String(), DesiredInterface: c.Ifname, InstalledInterface: c.Ifname})
+	}
+	for _, dst := range p.forget {
+		delete(want, dst)
+		resp.Forget = append(resp.Forget, dst.String())
+	}
+	for _, dst := range p.differ {
+		rs := &quiltpb.RouteStatus{Destination: dst.String(), DesiredInterface: want[dst], InstalledInterface: p.have[dst]}
+		switch {
+		case rs.DesiredInterface == "":
+			resp.Remove = append(resp.Remove, rs)
+		case rs.InstalledInterface == "":
+			resp.Add = append(resp.Add, rs)
+		default:
+			resp.Move = append(resp.Move, rs)
+		}
+	}
+	if p.held {
+		for _, dst := range p.removals {
+			resp.Remove = append(resp.Remove, &quiltpb.RouteStatus{Destination: dst.String(), InstalledInterface: p.have[dst],
+				Detail: "held back: more removals than the limit"})
+		}
+	}
+	resp.RemovalLimit = int32(p.limit)
+	resp.RemovalsHeld = p.held
 	return resp, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -91,6 +92,7 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 		}
 		changes[i].Dst, seen[dst] = dst, i
 	}
+	a.agentCalled()
 	defer a.Routes.LockAll()()
 	if sub := a.Subnet(); sub.IsValid() {
 		if i, ok := seen[sub]; ok && changes[i].Ifname != "" {
@@ -98,14 +100,23 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 		}
 	}
 	if sync {
-		var gone []Change
+		// The complete set: every route not in it goes, desired or not (a
+		// route of ours nobody desires is the agent's to remove too, past
+		// any limit of the resync's).
+		gone := map[netip.Prefix]bool{}
 		for dst := range a.Routes.All() {
-			if _, ok := seen[dst]; !ok {
-				gone = append(gone, Change{Dst: dst})
+			gone[dst] = true
+		}
+		if owned, err := a.Helper.List(ctx); err == nil {
+			for _, rt := range owned {
+				gone[rt.Dst] = true
 			}
 		}
-		slices.SortFunc(gone, func(x, y Change) int { return x.Dst.Addr().Compare(y.Dst.Addr()) })
-		changes = append(changes, gone...)
+		for _, dst := range slices.SortedFunc(maps.Keys(gone), comparePrefixes) {
+			if _, ok := seen[dst]; !ok {
+				changes = append(changes, Change{Dst: dst})
+			}
+		}
 	}
 	recorded, err := a.Routes.SetMany(changes)
 	if err != nil {

@@ -61,6 +61,8 @@ func (a *Admin) MetricsHandler() http.Handler {
 			{"quilt_routes_desired", "gauge", "Routes the agent asked for.", a.Routes.Len()},
 			{"quilt_routes_installed", "gauge", "Routes of ours in the kernel at the last resync.", r.Installed},
 			{"quilt_route_conflicts", "gauge", "Desired routes held by a route that is not quilt's (never forced).", a.Conflicts()},
+			{"quilt_routes_adopted", "gauge", "Desired routes adopted from the kernel (the state file was new), not yet confirmed by the agent.", a.Routes.AdoptedLen()},
+			{"quilt_resync_removals_held", "gauge", "Routes of ours the last resync did not remove though nobody asked for them: more than the removal limit.", r.Held},
 			{"quilt_resyncs_total", "counter", "Resyncs run.", c.runs.Load()},
 			{"quilt_resyncs_failed_total", "counter", "Resyncs that left something out of line.", c.failed.Load()},
 			{`quilt_resync_repairs_total{kind="added"}`, "counter", "Routes repaired by resyncs, by kind.", c.added.Load()},

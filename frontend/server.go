@@ -46,6 +46,8 @@ type Config struct {
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
 	MaxConns               int           // connections served at once per listener
 	SummaryInterval        time.Duration // between summaries of the route calls; 0: DefaultSummaryInterval
+	AdoptGrace             time.Duration // how long an adopted route may go unconfirmed by a calling agent; 0: DefaultAdoptGrace
+	ResyncMaxRemovals      *RemovalLimit // routes a resync removes unasked; nil: DefaultRemovalLimit
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
 	Helper  RouteHelper
@@ -187,6 +189,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ResyncInterval <= 0 {
 		return errors.New("--resync-interval must be positive")
 	}
+	if cfg.AdoptGrace < 0 {
+		return errors.New("--adopt-grace must not be negative")
+	}
 	tc, err := serverTLS(cfg)
 	if err != nil {
 		return err
@@ -249,7 +254,9 @@ func Run(ctx context.Context, cfg Config) error {
 	servingStatus(hs, false)
 	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	kick := make(chan struct{}, 1)
-	svc := &Service{Policy: cfg.Policy, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
+	svc := &Service{Policy: cfg.Policy, IPAM: alloc, Routes: NewDesired(store, snap.Routes, snap.Adopted), Log: cfg.Log,
+		AdoptGrace: cmp.Or(cfg.AdoptGrace, DefaultAdoptGrace), RemovalLimit: cfg.ResyncMaxRemovals,
+		adoptPending: snap.Created}
 	hh := &helperHealth{change: func(err error) {
 		svc.SetHelperHealth(err)
 		servingStatus(hs, err == nil)

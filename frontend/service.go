@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -25,14 +26,22 @@ type Service struct {
 	IPAM   *ipam.Allocator
 	Routes *Desired
 	Log    *slog.Logger
+	// AdoptGrace is how long the agent may call without confirming a route
+	// adopted from the kernel before it is no longer desired.
+	AdoptGrace time.Duration
+	// RemovalLimit bounds the routes a resync removes unasked; nil:
+	// DefaultRemovalLimit.
+	RemovalLimit *RemovalLimit
 
-	mu        sync.Mutex
-	conflicts map[netip.Prefix]string // desired routes a foreign route holds: why
-	helperErr error                   // the helper's health, as last seen by Watch
-	helperSet bool
-	resync    ResyncResult // the last one
-	counters  resyncCounters
-	calls     callCounts // route calls since the last summary
+	mu           sync.Mutex
+	adoptPending bool                    // the state file was new: the first resync adopts what the kernel holds
+	agentSince   time.Time               // the agent's first call since routes were adopted
+	conflicts    map[netip.Prefix]string // desired routes a foreign route holds: why
+	helperErr    error                   // the helper's health, as last seen by Watch
+	helperSet    bool
+	resync       ResyncResult // the last one
+	counters     resyncCounters
+	calls        callCounts // route calls since the last summary
 }
 
 // Subnet returns the configured node subnet, if any.
@@ -117,6 +126,7 @@ func (s *Service) inject(ctx context.Context, rawDst, rawIf string) (effect, err
 	if dst == s.Subnet() {
 		return effect{}, fmt.Errorf("destination %v %w", dst, ErrOwnSubnet)
 	}
+	s.agentCalled()
 	recorded, err := s.Routes.Set(dst, ifname)
 	if err != nil {
 		return effect{}, fmt.Errorf("route %v dev %s not recorded, nothing changed: %w", dst, ifname, err)

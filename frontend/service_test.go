@@ -136,7 +136,7 @@ func newService(t *testing.T, h RouteHelper, log io.Writer) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Service{Policy: testPolicy, Helper: h, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: l}
+	return &Service{Policy: testPolicy, Helper: h, IPAM: alloc, Routes: NewDesired(store, snap.Routes, snap.Adopted), Log: l}
 }
 
 func TestAgentSequence(t *testing.T) {

@@ -15,6 +15,9 @@
 //	meta         schema = "1", subnet = "10.42.1.0/24", last_ip = "10.42.1.12"
 //	allocations  container ID -> "10.42.1.10"
 //	routes       "10.42.2.0/24" -> "vxlan100"
+//	adopted      "10.42.2.0/24" -> "" (made when first needed: routes taken
+//	             from the kernel when the file was new, until the agent
+//	             confirms them)
 //
 // Open refuses, with a message saying what to do, a file of an unknown
 // schema version, a file that is corrupt or not ours, and a file another

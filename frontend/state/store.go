@@ -38,9 +38,13 @@ var (
 	bucketMeta   = []byte("meta")
 	bucketAllocs = []byte("allocations")
 	bucketRoutes = []byte("routes")
-	keySchema    = []byte("schema")
-	keySubnet    = []byte("subnet")
-	keyLastIP    = []byte("last_ip")
+	// bucketAdopted marks the desired routes taken from the kernel when the
+	// state file was new, until the agent confirms them. It is made when
+	// first needed; releases before it ignore it.
+	bucketAdopted = []byte("adopted")
+	keySchema     = []byte("schema")
+	keySubnet     = []byte("subnet")
+	keyLastIP     = []byte("last_ip")
 )
 
 // Snapshot is the state as it was saved.
@@ -49,6 +53,8 @@ type Snapshot struct {
 	LastIP      netip.Addr   // the address handed out most recently
 	Allocations []ipam.Allocation
 	Routes      map[netip.Prefix]string // desired routes: destination -> interface
+	Adopted     map[netip.Prefix]bool   // desired routes adopted from the kernel, not yet confirmed
+	Created     bool                    // the file was made by this Open: no state was found
 }
 
 // Store is an open state file. Its methods are safe for concurrent use;
@@ -72,8 +78,9 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 	}
 	path := filepath.Join(dir, FileName)
 	fi, err := os.Lstat(path)
+	created := errors.Is(err, os.ErrNotExist)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
+	case created:
 		if err := create(dir, path); err != nil {
 			return nil, nil, err
 		}
@@ -89,6 +96,7 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	snap.Created = created
 	return &Store{db: db, path: path}, snap, nil
 }
 
@@ -221,7 +229,7 @@ func openError(path string, err error) error {
 
 // load reads and checks every record of the file.
 func load(db *bolt.DB) (*Snapshot, error) {
-	snap := &Snapshot{Routes: map[netip.Prefix]string{}}
+	snap := &Snapshot{Routes: map[netip.Prefix]string{}, Adopted: map[netip.Prefix]bool{}}
 	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -260,12 +268,24 @@ func load(db *bolt.DB) (*Snapshot, error) {
 		if err != nil {
 			return err
 		}
-		return routes.ForEach(func(k, v []byte) error {
+		err = routes.ForEach(func(k, v []byte) error {
 			dst, err := netip.ParsePrefix(string(k))
 			if err != nil || !dst.Addr().Is4() || dst != dst.Masked() || len(v) == 0 || len(v) > 15 {
 				return fmt.Errorf("%w: route %q -> %q", ErrCorrupt, k, v)
 			}
 			snap.Routes[dst] = string(v)
+			return nil
+		})
+		adopted := tx.Bucket(bucketAdopted)
+		if err != nil || adopted == nil {
+			return err
+		}
+		return adopted.ForEach(func(k, v []byte) error {
+			dst, err := netip.ParsePrefix(string(k))
+			if _, desired := snap.Routes[dst]; err != nil || !desired || len(v) != 0 {
+				return fmt.Errorf("%w: adopted %q is not a desired route", ErrCorrupt, k)
+			}
+			snap.Adopted[dst] = true
 			return nil
 		})
 	})
@@ -309,18 +329,37 @@ type RouteChange struct {
 	Ifname string
 }
 
-// ChangeRoutes applies changes to the desired routes in one transaction.
-// They are written in key order: bbolt inserts into an in-memory page that
-// is split only at commit, so keys in order are appended, and keys out of
-// order would be shifted in one by one (quadratic for a large batch).
+// ChangeRoutes applies changes to the desired routes in one transaction;
+// a change to an adopted route confirms it (its mark goes). They are
+// written in key order: bbolt inserts into an in-memory page that is split
+// only at commit, so keys in order are appended, and keys out of order
+// would be shifted in one by one (quadratic for a large batch).
 func (s *Store) ChangeRoutes(changes ...RouteChange) error {
+	return s.changeRoutes(false, changes)
+}
+
+// AdoptRoutes records routes found in the kernel as desired and marks them
+// adopted, in one transaction.
+func (s *Store) AdoptRoutes(changes ...RouteChange) error {
+	return s.changeRoutes(true, changes)
+}
+
+func (s *Store) changeRoutes(adopt bool, changes []RouteChange) error {
 	type kv struct{ k, v []byte }
 	sorted := make([]kv, len(changes))
 	for i, c := range changes {
 		sorted[i] = kv{[]byte(c.Dst.String()), []byte(c.Ifname)}
 	}
 	slices.SortStableFunc(sorted, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-	return s.update(func(_, _, routes *bolt.Bucket) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		routes := tx.Bucket(bucketRoutes)
+		adopted := tx.Bucket(bucketAdopted)
+		if adopt && adopted == nil {
+			var err error
+			if adopted, err = tx.CreateBucket(bucketAdopted); err != nil {
+				return err
+			}
+		}
 		for _, c := range sorted {
 			var err error
 			if len(c.v) == 0 {
@@ -328,10 +367,21 @@ func (s *Store) ChangeRoutes(changes ...RouteChange) error {
 			} else {
 				err = routes.Put(c.k, c.v)
 			}
+			switch {
+			case err != nil:
+			case adopt:
+				err = adopted.Put(c.k, nil)
+			case adopted != nil:
+				err = adopted.Delete(c.k)
+			}
 			if err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("save state to %s: %w", s.path, err)
+	}
+	return nil
 }

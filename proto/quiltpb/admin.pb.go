@@ -990,13 +990,16 @@ type ResyncStatus struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Time            string                 `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"` // RFC 3339, when the last resync started; empty if none yet
 	DurationSeconds float64                `protobuf:"fixed64,2,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
-	Ok              bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`               // every desired route is in sync, nothing failed
-	Added           int32                  `protobuf:"varint,4,opt,name=added,proto3" json:"added,omitempty"`         // routes re-added (missing)
-	Moved           int32                  `protobuf:"varint,5,opt,name=moved,proto3" json:"moved,omitempty"`         // routes moved to their desired interface
-	Removed         int32                  `protobuf:"varint,6,opt,name=removed,proto3" json:"removed,omitempty"`     // stray routes removed
-	Conflicts       int32                  `protobuf:"varint,7,opt,name=conflicts,proto3" json:"conflicts,omitempty"` // desired routes held by a foreign route
-	Failed          int32                  `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`       // repairs the helper or kernel refused
-	Error           string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`          // the first failure, or why the resync could not run
+	Ok              bool                   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`                // every desired route is in sync, nothing failed
+	Added           int32                  `protobuf:"varint,4,opt,name=added,proto3" json:"added,omitempty"`          // routes re-added (missing)
+	Moved           int32                  `protobuf:"varint,5,opt,name=moved,proto3" json:"moved,omitempty"`          // routes moved to their desired interface
+	Removed         int32                  `protobuf:"varint,6,opt,name=removed,proto3" json:"removed,omitempty"`      // stray routes removed
+	Conflicts       int32                  `protobuf:"varint,7,opt,name=conflicts,proto3" json:"conflicts,omitempty"`  // desired routes held by a foreign route
+	Failed          int32                  `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`        // repairs the helper or kernel refused
+	Error           string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`           // the first failure, or why the resync could not run
+	Adopted         int32                  `protobuf:"varint,10,opt,name=adopted,proto3" json:"adopted,omitempty"`     // routes of ours found in the kernel and taken as desired: the state file was new
+	Forgotten       int32                  `protobuf:"varint,11,opt,name=forgotten,proto3" json:"forgotten,omitempty"` // adopted routes the agent did not confirm within the adopt grace, no longer desired
+	Held            int32                  `protobuf:"varint,12,opt,name=held,proto3" json:"held,omitempty"`           // routes of ours nobody asked to remove, left: more than the removal limit
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1094,6 +1097,27 @@ func (x *ResyncStatus) GetError() string {
 	return ""
 }
 
+func (x *ResyncStatus) GetAdopted() int32 {
+	if x != nil {
+		return x.Adopted
+	}
+	return 0
+}
+
+func (x *ResyncStatus) GetForgotten() int32 {
+	if x != nil {
+		return x.Forgotten
+	}
+	return 0
+}
+
+func (x *ResyncStatus) GetHeld() int32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
 type GetStatusResponse struct {
 	state                 protoimpl.MessageState `protogen:"open.v1"`
 	Version               string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -1114,8 +1138,17 @@ type GetStatusResponse struct {
 	InstalledRoutesNow int32  `protobuf:"varint,13,opt,name=installed_routes_now,json=installedRoutesNow,proto3" json:"installed_routes_now,omitempty"`
 	InSyncRoutesNow    int32  `protobuf:"varint,14,opt,name=in_sync_routes_now,json=inSyncRoutesNow,proto3" json:"in_sync_routes_now,omitempty"`
 	RoutesNowError     string `protobuf:"bytes,15,opt,name=routes_now_error,json=routesNowError,proto3" json:"routes_now_error,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Desired routes adopted from the kernel (the state file was new) and
+	// not yet confirmed by the agent, and how long the agent may call
+	// without confirming one before it is no longer desired.
+	AdoptedRoutes     int32   `protobuf:"varint,20,opt,name=adopted_routes,json=adoptedRoutes,proto3" json:"adopted_routes,omitempty"`
+	AdoptGraceSeconds float64 `protobuf:"fixed64,21,opt,name=adopt_grace_seconds,json=adoptGraceSeconds,proto3" json:"adopt_grace_seconds,omitempty"`
+	// The most routes of ours a resync removes unasked, now, and the flag
+	// it comes from.
+	RemovalLimit      int32  `protobuf:"varint,22,opt,name=removal_limit,json=removalLimit,proto3" json:"removal_limit,omitempty"`
+	ResyncMaxRemovals string `protobuf:"bytes,23,opt,name=resync_max_removals,json=resyncMaxRemovals,proto3" json:"resync_max_removals,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -1253,6 +1286,186 @@ func (x *GetStatusResponse) GetRoutesNowError() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetAdoptedRoutes() int32 {
+	if x != nil {
+		return x.AdoptedRoutes
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetAdoptGraceSeconds() float64 {
+	if x != nil {
+		return x.AdoptGraceSeconds
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetRemovalLimit() int32 {
+	if x != nil {
+		return x.RemovalLimit
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetResyncMaxRemovals() string {
+	if x != nil {
+		return x.ResyncMaxRemovals
+	}
+	return ""
+}
+
+type ResyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DryRun        bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`                      // say what a resync would do; change nothing
+	AllowRemovals bool                   `protobuf:"varint,2,opt,name=allow_removals,json=allowRemovals,proto3" json:"allow_removals,omitempty"` // remove past the removal limit: an operator's explicit ask
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncRequest) Reset() {
+	*x = ResyncRequest{}
+	mi := &file_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncRequest) ProtoMessage() {}
+
+func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
+func (*ResyncRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ResyncRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *ResyncRequest) GetAllowRemovals() bool {
+	if x != nil {
+		return x.AllowRemovals
+	}
+	return false
+}
+
+type ResyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Add           []*RouteStatus         `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`       // desired and missing
+	Move          []*RouteStatus         `protobuf:"bytes,2,rep,name=move,proto3" json:"move,omitempty"`     // desired, ours via another interface
+	Remove        []*RouteStatus         `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // ours, not desired (after adopt and forget)
+	Adopt         []*RouteStatus         `protobuf:"bytes,4,rep,name=adopt,proto3" json:"adopt,omitempty"`   // ours, not desired, taken as desired: the state file was new
+	Forget        []string               `protobuf:"bytes,5,rep,name=forget,proto3" json:"forget,omitempty"` // adopted, not confirmed within the adopt grace
+	RemovalLimit  int32                  `protobuf:"varint,6,opt,name=removal_limit,json=removalLimit,proto3" json:"removal_limit,omitempty"`
+	RemovalsHeld  bool                   `protobuf:"varint,7,opt,name=removals_held,json=removalsHeld,proto3" json:"removals_held,omitempty"` // more removals than the limit: none of them is made
+	Result        *ResyncStatus          `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`                                  // what the resync did; empty for a dry run
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncResponse) Reset() {
+	*x = ResyncResponse{}
+	mi := &file_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncResponse) ProtoMessage() {}
+
+func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncResponse.ProtoReflect.Descriptor instead.
+func (*ResyncResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ResyncResponse) GetAdd() []*RouteStatus {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *ResyncResponse) GetMove() []*RouteStatus {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+func (x *ResyncResponse) GetRemove() []*RouteStatus {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *ResyncResponse) GetAdopt() []*RouteStatus {
+	if x != nil {
+		return x.Adopt
+	}
+	return nil
+}
+
+func (x *ResyncResponse) GetForget() []string {
+	if x != nil {
+		return x.Forget
+	}
+	return nil
+}
+
+func (x *ResyncResponse) GetRemovalLimit() int32 {
+	if x != nil {
+		return x.RemovalLimit
+	}
+	return 0
+}
+
+func (x *ResyncResponse) GetRemovalsHeld() bool {
+	if x != nil {
+		return x.RemovalsHeld
+	}
+	return false
+}
+
+func (x *ResyncResponse) GetResult() *ResyncStatus {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -1309,7 +1522,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x06routes\x18\x01 \x03(\v2\x12.quilt.RouteStatusR\x06routes\x12)\n" +
 	"\x10helper_available\x18\x02 \x01(\bR\x0fhelperAvailable\x12!\n" +
 	"\fhelper_error\x18\x03 \x01(\tR\vhelperError\"\x12\n" +
-	"\x10GetStatusRequest\"\xef\x01\n" +
+	"\x10GetStatusRequest\"\xbb\x02\n" +
 	"\fResyncStatus\x12\x12\n" +
 	"\x04time\x18\x01 \x01(\tR\x04time\x12)\n" +
 	"\x10duration_seconds\x18\x02 \x01(\x01R\x0fdurationSeconds\x12\x0e\n" +
@@ -1319,7 +1532,11 @@ const file_admin_proto_rawDesc = "" +
 	"\aremoved\x18\x06 \x01(\x05R\aremoved\x12\x1c\n" +
 	"\tconflicts\x18\a \x01(\x05R\tconflicts\x12\x16\n" +
 	"\x06failed\x18\b \x01(\x05R\x06failed\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xd1\x04\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x18\n" +
+	"\aadopted\x18\n" +
+	" \x01(\x05R\aadopted\x12\x1c\n" +
+	"\tforgotten\x18\v \x01(\x05R\tforgotten\x12\x12\n" +
+	"\x04held\x18\f \x01(\x05R\x04held\"\xfd\x05\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06subnet\x18\x02 \x01(\tR\x06subnet\x12\x18\n" +
@@ -1337,7 +1554,23 @@ const file_admin_proto_rawDesc = "" +
 	"\x17resync_interval_seconds\x18\f \x01(\x01R\x15resyncIntervalSeconds\x120\n" +
 	"\x14installed_routes_now\x18\r \x01(\x05R\x12installedRoutesNow\x12+\n" +
 	"\x12in_sync_routes_now\x18\x0e \x01(\x05R\x0finSyncRoutesNow\x12(\n" +
-	"\x10routes_now_error\x18\x0f \x01(\tR\x0eroutesNowError*\xac\x01\n" +
+	"\x10routes_now_error\x18\x0f \x01(\tR\x0eroutesNowError\x12%\n" +
+	"\x0eadopted_routes\x18\x14 \x01(\x05R\radoptedRoutes\x12.\n" +
+	"\x13adopt_grace_seconds\x18\x15 \x01(\x01R\x11adoptGraceSeconds\x12#\n" +
+	"\rremoval_limit\x18\x16 \x01(\x05R\fremovalLimit\x12.\n" +
+	"\x13resync_max_removals\x18\x17 \x01(\tR\x11resyncMaxRemovals\"O\n" +
+	"\rResyncRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12%\n" +
+	"\x0eallow_removals\x18\x02 \x01(\bR\rallowRemovals\"\xc3\x02\n" +
+	"\x0eResyncResponse\x12$\n" +
+	"\x03add\x18\x01 \x03(\v2\x12.quilt.RouteStatusR\x03add\x12&\n" +
+	"\x04move\x18\x02 \x03(\v2\x12.quilt.RouteStatusR\x04move\x12*\n" +
+	"\x06remove\x18\x03 \x03(\v2\x12.quilt.RouteStatusR\x06remove\x12(\n" +
+	"\x05adopt\x18\x04 \x03(\v2\x12.quilt.RouteStatusR\x05adopt\x12\x16\n" +
+	"\x06forget\x18\x05 \x03(\tR\x06forget\x12#\n" +
+	"\rremoval_limit\x18\x06 \x01(\x05R\fremovalLimit\x12#\n" +
+	"\rremovals_held\x18\a \x01(\bR\fremovalsHeld\x12+\n" +
+	"\x06result\x18\b \x01(\v2\x13.quilt.ResyncStatusR\x06result*\xac\x01\n" +
 	"\vRouteResult\x12\x1c\n" +
 	"\x18ROUTE_RESULT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ROUTE_RESULT_CREATED\x10\x01\x12\x1a\n" +
@@ -1352,7 +1585,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x13ROUTE_STATE_MISSING\x10\x02\x12\x19\n" +
 	"\x15ROUTE_STATE_MISROUTED\x10\x03\x12\x15\n" +
 	"\x11ROUTE_STATE_STRAY\x10\x04\x12\x18\n" +
-	"\x14ROUTE_STATE_CONFLICT\x10\x052\xf2\x03\n" +
+	"\x14ROUTE_STATE_CONFLICT\x10\x052\xa9\x04\n" +
 	"\n" +
 	"QuiltAdmin\x12A\n" +
 	"\n" +
@@ -1364,7 +1597,8 @@ const file_admin_proto_rawDesc = "" +
 	"\tGetStatus\x12\x17.quilt.GetStatusRequest\x1a\x18.quilt.GetStatusResponse\x12F\n" +
 	"\vApplyRoutes\x12\x19.quilt.ApplyRoutesRequest\x1a\x1a.quilt.ApplyRoutesResponse(\x01\x12D\n" +
 	"\n" +
-	"SyncRoutes\x12\x18.quilt.SyncRoutesRequest\x1a\x1a.quilt.ApplyRoutesResponse(\x01B:Z8github.com/quiltmesh/quilt-runtime/proto/quiltpb;quiltpbb\x06proto3"
+	"SyncRoutes\x12\x18.quilt.SyncRoutesRequest\x1a\x1a.quilt.ApplyRoutesResponse(\x01\x125\n" +
+	"\x06Resync\x12\x14.quilt.ResyncRequest\x1a\x15.quilt.ResyncResponseB:Z8github.com/quiltmesh/quilt-runtime/proto/quiltpb;quiltpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -1379,7 +1613,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_admin_proto_goTypes = []any{
 	(RouteResult)(0),                // 0: quilt.RouteResult
 	(RouteState)(0),                 // 1: quilt.RouteState
@@ -1401,6 +1635,8 @@ var file_admin_proto_goTypes = []any{
 	(*GetStatusRequest)(nil),        // 17: quilt.GetStatusRequest
 	(*ResyncStatus)(nil),            // 18: quilt.ResyncStatus
 	(*GetStatusResponse)(nil),       // 19: quilt.GetStatusResponse
+	(*ResyncRequest)(nil),           // 20: quilt.ResyncRequest
+	(*ResyncResponse)(nil),          // 21: quilt.ResyncResponse
 }
 var file_admin_proto_depIdxs = []int32{
 	2,  // 0: quilt.ApplyRoutesRequest.changes:type_name -> quilt.RouteChange
@@ -1411,25 +1647,32 @@ var file_admin_proto_depIdxs = []int32{
 	1,  // 5: quilt.RouteStatus.state:type_name -> quilt.RouteState
 	15, // 6: quilt.ListRoutesResponse.routes:type_name -> quilt.RouteStatus
 	18, // 7: quilt.GetStatusResponse.last_resync:type_name -> quilt.ResyncStatus
-	7,  // 8: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
-	9,  // 9: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
-	11, // 10: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
-	14, // 11: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
-	17, // 12: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
-	3,  // 13: quilt.QuiltAdmin.ApplyRoutes:input_type -> quilt.ApplyRoutesRequest
-	4,  // 14: quilt.QuiltAdmin.SyncRoutes:input_type -> quilt.SyncRoutesRequest
-	8,  // 15: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
-	10, // 16: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
-	13, // 17: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
-	16, // 18: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
-	19, // 19: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
-	6,  // 20: quilt.QuiltAdmin.ApplyRoutes:output_type -> quilt.ApplyRoutesResponse
-	6,  // 21: quilt.QuiltAdmin.SyncRoutes:output_type -> quilt.ApplyRoutesResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 8: quilt.ResyncResponse.add:type_name -> quilt.RouteStatus
+	15, // 9: quilt.ResyncResponse.move:type_name -> quilt.RouteStatus
+	15, // 10: quilt.ResyncResponse.remove:type_name -> quilt.RouteStatus
+	15, // 11: quilt.ResyncResponse.adopt:type_name -> quilt.RouteStatus
+	18, // 12: quilt.ResyncResponse.result:type_name -> quilt.ResyncStatus
+	7,  // 13: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
+	9,  // 14: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
+	11, // 15: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
+	14, // 16: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
+	17, // 17: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
+	3,  // 18: quilt.QuiltAdmin.ApplyRoutes:input_type -> quilt.ApplyRoutesRequest
+	4,  // 19: quilt.QuiltAdmin.SyncRoutes:input_type -> quilt.SyncRoutesRequest
+	20, // 20: quilt.QuiltAdmin.Resync:input_type -> quilt.ResyncRequest
+	8,  // 21: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
+	10, // 22: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
+	13, // 23: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
+	16, // 24: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
+	19, // 25: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
+	6,  // 26: quilt.QuiltAdmin.ApplyRoutes:output_type -> quilt.ApplyRoutesResponse
+	6,  // 27: quilt.QuiltAdmin.SyncRoutes:output_type -> quilt.ApplyRoutesResponse
+	21, // 28: quilt.QuiltAdmin.Resync:output_type -> quilt.ResyncResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -1443,7 +1686,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	QuiltAdmin_GetStatus_FullMethodName       = "/quilt.QuiltAdmin/GetStatus"
 	QuiltAdmin_ApplyRoutes_FullMethodName     = "/quilt.QuiltAdmin/ApplyRoutes"
 	QuiltAdmin_SyncRoutes_FullMethodName      = "/quilt.QuiltAdmin/SyncRoutes"
+	QuiltAdmin_Resync_FullMethodName          = "/quilt.QuiltAdmin/Resync"
 )
 
 // QuiltAdminClient is the client API for QuiltAdmin service.
@@ -60,6 +61,10 @@ type QuiltAdminClient interface {
 	// missing, moves what points elsewhere and removes desired routes not in
 	// the set. Streamed like ApplyRoutes; results name every route touched.
 	SyncRoutes(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SyncRoutesRequest, ApplyRoutesResponse], error)
+	// Resync compares the desired routes with the helper's now and repairs
+	// the difference, as the periodic resync does; with dry_run it only
+	// says what it would do.
+	Resync(ctx context.Context, in *ResyncRequest, opts ...grpc.CallOption) (*ResyncResponse, error)
 }
 
 type quiltAdminClient struct {
@@ -146,6 +151,16 @@ func (c *quiltAdminClient) SyncRoutes(ctx context.Context, opts ...grpc.CallOpti
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QuiltAdmin_SyncRoutesClient = grpc.ClientStreamingClient[SyncRoutesRequest, ApplyRoutesResponse]
 
+func (c *quiltAdminClient) Resync(ctx context.Context, in *ResyncRequest, opts ...grpc.CallOption) (*ResyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResyncResponse)
+	err := c.cc.Invoke(ctx, QuiltAdmin_Resync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QuiltAdminServer is the server API for QuiltAdmin service.
 // All implementations must embed UnimplementedQuiltAdminServer
 // for forward compatibility.
@@ -171,6 +186,10 @@ type QuiltAdminServer interface {
 	// missing, moves what points elsewhere and removes desired routes not in
 	// the set. Streamed like ApplyRoutes; results name every route touched.
 	SyncRoutes(grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]) error
+	// Resync compares the desired routes with the helper's now and repairs
+	// the difference, as the periodic resync does; with dry_run it only
+	// says what it would do.
+	Resync(context.Context, *ResyncRequest) (*ResyncResponse, error)
 	mustEmbedUnimplementedQuiltAdminServer()
 }
 
@@ -201,6 +220,9 @@ func (UnimplementedQuiltAdminServer) ApplyRoutes(grpc.ClientStreamingServer[Appl
 }
 func (UnimplementedQuiltAdminServer) SyncRoutes(grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]) error {
 	return status.Error(codes.Unimplemented, "method SyncRoutes not implemented")
+}
+func (UnimplementedQuiltAdminServer) Resync(context.Context, *ResyncRequest) (*ResyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resync not implemented")
 }
 func (UnimplementedQuiltAdminServer) mustEmbedUnimplementedQuiltAdminServer() {}
 func (UnimplementedQuiltAdminServer) testEmbeddedByValue()                    {}
@@ -327,6 +349,24 @@ func _QuiltAdmin_SyncRoutes_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QuiltAdmin_SyncRoutesServer = grpc.ClientStreamingServer[SyncRoutesRequest, ApplyRoutesResponse]
 
+func _QuiltAdmin_Resync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QuiltAdminServer).Resync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QuiltAdmin_Resync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QuiltAdminServer).Resync(ctx, req.(*ResyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QuiltAdmin_ServiceDesc is the grpc.ServiceDesc for QuiltAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -353,6 +393,10 @@ var QuiltAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _QuiltAdmin_GetStatus_Handler,
+		},
+		{
+			MethodName: "Resync",
+			Handler:    _QuiltAdmin_Resync_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

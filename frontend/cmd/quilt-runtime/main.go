@@ -41,6 +41,10 @@ func main() {
 			&cli.StringSliceFlag{Name: "allowed-interface", Value: cli.NewStringSlice("vxlan100"), EnvVars: []string{"QUILT_ALLOWED_INTERFACE"}, Usage: "interfaces routes may use, repeatable"},
 			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/quilt-runtime", EnvVars: []string{"QUILT_STATE_DIR"}, Usage: "directory of the durable state (state.db): subnet, allocations, desired routes; 0700, owned by this user"},
 			&cli.DurationFlag{Name: "resync-interval", Value: 10 * time.Second, EnvVars: []string{"QUILT_RESYNC_INTERVAL"}, Usage: "how often desired routes are compared with the kernel's and repaired"},
+			&cli.StringFlag{Name: "resync-max-removals", Value: "10%", EnvVars: []string{"QUILT_RESYNC_MAX_REMOVALS"},
+				Usage: "the most routes of ours a resync removes that nobody asked to remove: a number, or a percentage of those installed (at least 5); past it, it removes none"},
+			&cli.DurationFlag{Name: "adopt-grace", Value: frontend.DefaultAdoptGrace, EnvVars: []string{"QUILT_ADOPT_GRACE"},
+				Usage: "when the state file was new, how long the agent may call without confirming a route found in the kernel before it is removed"},
 			&cli.StringFlag{Name: "gateway", Value: "1", EnvVars: []string{"QUILT_GATEWAY"}, Usage: "the gateway's host number in the node subnet (the container bridge's address): 1 is .1"},
 			&cli.StringFlag{Name: "ip-range", Value: "10-254", EnvVars: []string{"QUILT_IP_RANGE"}, Usage: "host numbers containers get addresses from, FIRST-LAST"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"QUILT_METRICS_ADDR"}, Usage: "serve Prometheus metrics on this loopback host:port at /metrics, such as " + frontend.SuggestedMetricsAddr + " (off when empty)"},
@@ -102,22 +106,28 @@ func run(c *cli.Context) error {
 	if c.Duration("log-summary-interval") <= 0 {
 		return fmt.Errorf("--log-summary-interval must be positive")
 	}
+	removals, err := frontend.ParseRemovalLimit(c.String("resync-max-removals"))
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return frontend.Run(ctx, frontend.Config{
 		Addrs:   c.StringSlice("grpc-addr"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), TLSCA: c.String("tls-ca"),
-		Insecure:        c.Bool("insecure"),
-		HelperSocket:    c.String("helper-socket"),
-		HelperTimeout:   c.Duration("helper-timeout"),
-		Policy:          policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
-		StateDir:        c.String("state-dir"),
-		Offsets:         offsets,
-		ResyncInterval:  c.Duration("resync-interval"),
-		MetricsAddr:     c.String("metrics-addr"),
-		MaxConns:        c.Int("max-connections"),
-		SummaryInterval: c.Duration("log-summary-interval"),
-		Version:         version,
-		Log:             slog.New(h),
+		Insecure:          c.Bool("insecure"),
+		HelperSocket:      c.String("helper-socket"),
+		HelperTimeout:     c.Duration("helper-timeout"),
+		Policy:            policy.Policy{Cluster: cluster, PrefixLen: c.Int("node-prefix-len"), Interfaces: c.StringSlice("allowed-interface")},
+		StateDir:          c.String("state-dir"),
+		Offsets:           offsets,
+		ResyncInterval:    c.Duration("resync-interval"),
+		MetricsAddr:       c.String("metrics-addr"),
+		MaxConns:          c.Int("max-connections"),
+		SummaryInterval:   c.Duration("log-summary-interval"),
+		AdoptGrace:        c.Duration("adopt-grace"),
+		ResyncMaxRemovals: &removals,
+		Version:           version,
+		Log:               slog.New(h),
 	})
 }

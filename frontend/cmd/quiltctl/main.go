@@ -179,6 +179,17 @@ Shell completion: source <(quiltctl completion bash)`,
 				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
 					return c.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
 				})},
+			{Name: "resync", Usage: "compare the desired routes with the kernel's now and repair the difference (Resync)",
+				Description: "--dry-run prints what a resync would add, move, remove and adopt, and changes nothing.\n" +
+					"A resync removes at most --resync-max-removals routes nobody asked to remove; --allow-removals lifts that limit for this one.\n" +
+					"Example: quiltctl resync --dry-run",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "dry-run", Usage: "print what a resync would do; change nothing"},
+					&cli.BoolFlag{Name: "allow-removals", Usage: "remove routes nobody asked to remove even past the limit"},
+				},
+				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
+					return c.Resync(ctx, &quiltpb.ResyncRequest{DryRun: cc.Bool("dry-run"), AllowRemovals: cc.Bool("allow-removals")})
+				})},
 			{Name: "status", Usage: "the node's state in one view (GetStatus)",
 				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
 					return c.GetStatus(ctx, &quiltpb.GetStatusRequest{})
@@ -443,6 +454,8 @@ func show(cc *cli.Context, m proto.Message) error {
 		return tw.Flush()
 	case *quiltpb.GetStatusResponse:
 		printStatus(w, m)
+	case *quiltpb.ResyncResponse:
+		printResync(w, m)
 	case *healthpb.HealthCheckResponse:
 		fmt.Fprintln(w, m.Status)
 	default:
@@ -472,8 +485,8 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		if !r.Ok {
 			outcome = "NOT OK"
 		}
-		resync = fmt.Sprintf("%s at %s, took %v: %d installed; added %d, moved %d, removed %d, conflicts %d, failed %d", outcome, r.Time,
-			time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), m.InstalledRoutes, r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
+		resync = fmt.Sprintf("%s at %s, took %v: %d installed; %s", outcome, r.Time,
+			time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Microsecond), m.InstalledRoutes, resyncCounts(r))
 		if r.Error != "" {
 			resync += "; " + r.Error
 		}
@@ -486,6 +499,9 @@ func printStatus(w io.Writer, m *quiltpb.GetStatusResponse) {
 		{"route helper", helper},
 		{"last resync", resync},
 		{"resync interval", time.Duration(m.ResyncIntervalSeconds * float64(time.Second)).String()},
+		{"removal limit", fmt.Sprintf("%d routes a resync removes unasked (--resync-max-removals %s)", m.RemovalLimit, m.ResyncMaxRemovals)},
+		{"adopted", fmt.Sprintf("%d routes not yet confirmed by the agent (--adopt-grace %v)", m.AdoptedRoutes,
+			time.Duration(m.AdoptGraceSeconds*float64(time.Second)))},
 		{"state dir", m.StateDir},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
@@ -570,4 +586,39 @@ _quiltctl() {
 }
 complete -o default -F _quiltctl quiltctl
 `,
+}
+
+// resyncCounts says what a resync did.
+func resyncCounts(r *quiltpb.ResyncStatus) string {
+	s := fmt.Sprintf("added %d, moved %d, removed %d, conflicts %d, failed %d", r.Added, r.Moved, r.Removed, r.Conflicts, r.Failed)
+	if r.Adopted > 0 || r.Forgotten > 0 || r.Held > 0 {
+		s += fmt.Sprintf(", adopted %d, forgotten %d, removals held back %d", r.Adopted, r.Forgotten, r.Held)
+	}
+	return s
+}
+
+// printResync prints what a resync did or would do, a line per route.
+func printResync(w io.Writer, m *quiltpb.ResyncResponse) {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACTION\tDESTINATION\tDESIRED\tINSTALLED\tDETAIL")
+	for _, group := range []struct {
+		action string
+		routes []*quiltpb.RouteStatus
+	}{{"adopt", m.Adopt}, {"add", m.Add}, {"move", m.Move}, {"remove", m.Remove}} {
+		for _, rs := range group.routes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", group.action, rs.Destination, rs.DesiredInterface, rs.InstalledInterface, rs.Detail)
+		}
+	}
+	for _, dst := range m.Forget {
+		fmt.Fprintf(tw, "forget\t%s\t\t\tadopted, not confirmed by the agent in time\n", dst)
+	}
+	tw.Flush()
+	if m.RemovalsHeld {
+		fmt.Fprintf(w, "removals held back: more than the limit of %d; quiltctl resync --allow-removals makes them\n", m.RemovalLimit)
+	}
+	if m.Result == nil {
+		fmt.Fprintln(w, "dry run: nothing changed")
+		return
+	}
+	fmt.Fprintln(w, "done:", resyncCounts(m.Result))
 }

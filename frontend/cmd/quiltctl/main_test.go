@@ -85,7 +85,7 @@ func server(t *testing.T) string {
 		t.Fatal(err)
 	}
 	svc := &frontend.Service{Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100", "vxlan101"}},
-		Helper: &memHelper{routes: map[netip.Prefix]string{}}, IPAM: alloc, Routes: frontend.NewDesired(store, snap.Routes), Log: log}
+		Helper: &memHelper{routes: map[netip.Prefix]string{}}, IPAM: alloc, Routes: frontend.NewDesired(store, snap.Routes, snap.Adopted), Log: log}
 	svc.SetHelperHealth(nil)
 	hs := health.NewServer()
 	hs.SetServingStatus("quilt.QuiltRuntime", healthpb.HealthCheckResponse_SERVING)
