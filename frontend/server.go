@@ -215,6 +215,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("state file %s: %w; it was left untouched", store.Path(), err)
 	}
+	if err := store.Migrate(snap); err != nil {
+		return err
+	}
 	cfg.Log.Info("state loaded", "path", store.Path(), "subnet", snap.Subnet, "allocations", len(snap.Allocations), "routes", len(snap.Routes))
 
 	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
