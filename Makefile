@@ -14,7 +14,7 @@ FUZZTIME ?= 1m
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./helper/cmd/quilt-route-helper ./frontend/cmd/quilt-runtime ./frontend/cmd/quiltctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./helper/cmd/quilt-route-helper ./frontend/cmd/quilt-runtime ./frontend/cmd/quiltctl ./frontend/cmd/quilt-ipam
 
 # Starts the helper (CAP_NET_ADMIN only) in a throwaway network namespace
 # with vxlan100 and the frontend (unprivileged) on 127.0.0.1:50051.

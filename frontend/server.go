@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +47,7 @@ type Config struct {
 	ResyncInterval         time.Duration // between comparisons of desired and installed routes
 	MetricsAddr            string        // host:port for Prometheus text; empty: off
 	MaxConns               int           // connections served at once per listener
+	SocketGroup            string        // group (name or gid) of unix:// listeners' sockets; empty: the process's own
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
 	Helper  RouteHelper
@@ -111,6 +114,18 @@ func (l Listener) Listen() (net.Listener, error) {
 		return vsock.ListenContextID(l.CID, l.Port, nil)
 	}
 	return net.Listen("tcp", l.Addr)
+}
+
+// lookupGroup resolves a group name or a numeric gid.
+func lookupGroup(s string) (int, error) {
+	if gid, err := strconv.Atoi(s); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, fmt.Errorf("--grpc-socket-group %s: %w", show(s), err)
+	}
+	return strconv.Atoi(g.Gid)
 }
 
 // serverTLS builds the TLS config: a certificate, and with a CA, mTLS.
@@ -201,6 +216,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		lns = append(lns, l)
 	}
+	socketGID := -1
+	if cfg.SocketGroup != "" {
+		if !slices.ContainsFunc(lns, func(l Listener) bool { return l.Network == "unix" }) {
+			return fmt.Errorf("--grpc-socket-group %s needs a unix:///path --grpc-addr", show(cfg.SocketGroup))
+		}
+		if socketGID, err = lookupGroup(cfg.SocketGroup); err != nil {
+			return err
+		}
+	}
 	if cfg.MetricsAddr != "" {
 		if l, err := ParseAddr(cfg.MetricsAddr); err != nil || l.Network != "tcp" || (!l.Loopback() && !cfg.Insecure) {
 			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", show(cfg.MetricsAddr))
@@ -266,6 +290,16 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			srv.Stop()
 			return fmt.Errorf("listen on %s %s: %w", l.Network, l.Addr, err)
+		}
+		// The socket was made 0660 with this process's group; give it the
+		// group of the clients it serves (the container runtime's, for
+		// quilt-ipam). A process may only give its files a group it is in.
+		if l.Network == "unix" && socketGID >= 0 {
+			if err := os.Chown(l.Addr, -1, socketGID); err != nil {
+				nl.Close()
+				srv.Stop()
+				return fmt.Errorf("--grpc-socket-group %s: %w (the frontend must be a member of the group)", cfg.SocketGroup, err)
+			}
 		}
 		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "tls", tc != nil, "mtls", cfg.TLSCA != "",
 			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))

@@ -30,6 +30,7 @@ func main() {
 		Usage:   "serve the QuiltRuntime gRPC API; route changes go through quilt-route-helper",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "grpc-addr", Value: cli.NewStringSlice("127.0.0.1:50051"), EnvVars: []string{"QUILT_GRPC_ADDR"}, Usage: "listen address, repeatable: host:port, unix:///path or vsock://CID:PORT"},
+			&cli.StringFlag{Name: "grpc-socket-group", EnvVars: []string{"QUILT_GRPC_SOCKET_GROUP"}, Usage: "group (name or gid) of the unix:// listeners' sockets, mode 0660, for the container runtime's quilt-ipam; this user must be a member (default: its own group)"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"QUILT_TLS_CERT"}, Usage: "serve TLS with this certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"QUILT_TLS_KEY"}, Usage: "the certificate's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"QUILT_TLS_CA"}, Usage: "require client certificates signed by this CA (mTLS)"},
@@ -111,6 +112,7 @@ func run(c *cli.Context) error {
 		ResyncInterval: c.Duration("resync-interval"),
 		MetricsAddr:    c.String("metrics-addr"),
 		MaxConns:       c.Int("max-connections"),
+		SocketGroup:    c.String("grpc-socket-group"),
 		Version:        version,
 		Log:            slog.New(h),
 	})
