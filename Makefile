@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz package clean bench
+.PHONY: all build run test vet fmt-check proto fuzz package clean bench cni-tools
 
 all: build
 
@@ -66,12 +66,23 @@ package: build
 clean:
 	rm -rf $(BIN) $(DIST)
 
+# The reference CNI code the overlay's CNI step runs (make demo and
+# TestOverlayThreeNodes): the bridge plugin and cnitool, built by the Go
+# toolchain at these pinned versions into $(BIN)/cni. Nobody here wrote them.
+CNI_BRIDGE ?= github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0
+CNITOOL ?= github.com/containernetworking/cni/cnitool@v1.3.1
+cni-tools:
+	mkdir -p $(BIN)/cni
+	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNI_BRIDGE)
+	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNITOOL)
+
 # The three-node overlay scenario, narrated for a newcomer (needs root):
-# nodes, the agent's calls, routing tables, the connectivity matrix, a
-# SIGKILL restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
+# nodes, the agent's calls, routing tables, the connectivity matrix,
+# containers made by cnitool through bridge and quilt-ipam, a SIGKILL
+# restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: build
+demo: build cni-tools
 	$(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/quilt-demo
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root: it creates network namespaces and starts processes under other uids (try: sudo make demo)" >&2; exit 1; }
 	$(BIN)/quilt-demo -bin $(BIN) $(DEMO_FLAGS)
