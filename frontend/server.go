@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/vsock"
@@ -126,6 +127,17 @@ func lookupGroup(s string) (int, error) {
 		return 0, fmt.Errorf("--grpc-socket-group %s: %w", show(s), err)
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+// hasGroup reports whether the file already has the group (a setgid
+// directory gave it): then no chown is needed.
+func hasGroup(path string, gid int) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Gid) == gid
 }
 
 // serverTLS builds the TLS config: a certificate, and with a CA, mTLS.
@@ -294,7 +306,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// The socket was made 0660 with this process's group; give it the
 		// group of the clients it serves (the container runtime's, for
 		// quilt-ipam). A process may only give its files a group it is in.
-		if l.Network == "unix" && socketGID >= 0 {
+		if l.Network == "unix" && socketGID >= 0 && !hasGroup(l.Addr, socketGID) {
 			if err := os.Chown(l.Addr, -1, socketGID); err != nil {
 				nl.Close()
 				srv.Stop()

@@ -210,21 +210,23 @@ func TestDebInstall(t *testing.T) {
 		src  string
 		mode uint32
 	}{
-		"/usr/sbin/quilt-route-helper":                     {"", reg | 0o755},
-		"/usr/sbin/quilt-runtime":                          {"", reg | 0o755},
-		"/usr/bin/quiltctl":                                {"", reg | 0o755},
-		"/lib/systemd/system/quilt-runtime.service":        {"systemd/quilt-runtime.service", reg | 0o644},
-		"/lib/systemd/system/quilt-route-helper.service":   {"systemd/quilt-route-helper.service", reg | 0o644},
-		"/lib/systemd/system/quilt-route-helper.socket":    {"systemd/quilt-route-helper.socket", reg | 0o644},
-		"/usr/lib/sysusers.d/quilt-runtime.conf":           {"sysusers.d/quilt-runtime.conf", reg | 0o644},
-		"/usr/lib/tmpfiles.d/quilt-runtime.conf":           {"tmpfiles.d/quilt-runtime.conf", reg | 0o644},
-		"/etc/default/quilt-runtime":                       {"default/quilt-runtime", reg | 0o644},
-		"/etc/iproute2/rt_protos.d/quilt.conf":             {"rt_protos.d/quilt.conf", reg | 0o644},
-		"/usr/share/doc/quilt-runtime/README.md":           {"../README.md", reg | 0o644},
-		"/usr/share/doc/quilt-runtime/SECURITY.md":         {"../SECURITY.md", reg | 0o644},
-		"/usr/share/doc/quilt-runtime/copyright":           {"deb/copyright", reg | 0o644},
-		"/usr/share/doc/quilt-runtime/changelog.Debian.gz": {"", reg | 0o644},
-		"/usr/share/lintian/overrides/quilt-runtime":       {"deb/lintian-overrides", reg | 0o644},
+		"/usr/sbin/quilt-route-helper":                            {"", reg | 0o755},
+		"/usr/sbin/quilt-runtime":                                 {"", reg | 0o755},
+		"/usr/bin/quiltctl":                                       {"", reg | 0o755},
+		"/usr/lib/cni/quilt-ipam":                                 {"", reg | 0o755},
+		"/usr/share/doc/quilt-runtime/examples/10-quilt.conflist": {"cni/10-quilt.conflist", reg | 0o644},
+		"/lib/systemd/system/quilt-runtime.service":               {"systemd/quilt-runtime.service", reg | 0o644},
+		"/lib/systemd/system/quilt-route-helper.service":          {"systemd/quilt-route-helper.service", reg | 0o644},
+		"/lib/systemd/system/quilt-route-helper.socket":           {"systemd/quilt-route-helper.socket", reg | 0o644},
+		"/usr/lib/sysusers.d/quilt-runtime.conf":                  {"sysusers.d/quilt-runtime.conf", reg | 0o644},
+		"/usr/lib/tmpfiles.d/quilt-runtime.conf":                  {"tmpfiles.d/quilt-runtime.conf", reg | 0o644},
+		"/etc/default/quilt-runtime":                              {"default/quilt-runtime", reg | 0o644},
+		"/etc/iproute2/rt_protos.d/quilt.conf":                    {"rt_protos.d/quilt.conf", reg | 0o644},
+		"/usr/share/doc/quilt-runtime/README.md":                  {"../README.md", reg | 0o644},
+		"/usr/share/doc/quilt-runtime/SECURITY.md":                {"../SECURITY.md", reg | 0o644},
+		"/usr/share/doc/quilt-runtime/copyright":                  {"deb/copyright", reg | 0o644},
+		"/usr/share/doc/quilt-runtime/changelog.Debian.gz":        {"", reg | 0o644},
+		"/usr/share/lintian/overrides/quilt-runtime":              {"deb/lintian-overrides", reg | 0o644},
 	}
 	for path, want := range files {
 		st, err := c.stat(path)
@@ -261,6 +263,10 @@ func TestDebInstall(t *testing.T) {
 	if !slices.Equal(members, []string{"quilt-runtime"}) {
 		t.Errorf("members of quilt-route: %q, want only quilt-runtime", members)
 	}
+	cniGID, cniMembers := c.lookupID(t, "group", "quilt-cni")
+	if cniGID <= 0 || len(cniMembers) != 0 {
+		t.Errorf("group quilt-cni: gid %d, members %q; want a system group with no member (root needs none)", cniGID, cniMembers)
+	}
 	if out := c.must(t, "getent", "passwd", "quilt-route-helper"); !strings.HasSuffix(strings.TrimSpace(out), ":/usr/sbin/nologin") {
 		t.Errorf("quilt-route-helper: %q, want shell /usr/sbin/nologin", out)
 	}
@@ -269,6 +275,7 @@ func TestDebInstall(t *testing.T) {
 	for path, want := range map[string]fileState{
 		"/var/lib/quilt-runtime": {dir | 0o700, feUID, feGID},
 		"/run/quilt":             {dir | 0o755, 0, 0},
+		"/run/quilt-runtime":     {dir | unix.S_ISGID | 0o750, feUID, cniGID},
 		"/etc/systemd/system/sockets.target.wants/quilt-route-helper.socket": {link | 0o777, 0, 0},
 		"/etc/systemd/system/multi-user.target.wants/quilt-runtime.service":  {link | 0o777, 0, 0},
 	} {
@@ -286,6 +293,9 @@ func TestDebInstall(t *testing.T) {
 	}
 	if out, err := c.exec("", "quiltctl", "--help"); err != nil || !strings.Contains(out, "configure-subnet") {
 		t.Errorf("quiltctl --help: %v\n%s", err, out)
+	}
+	if out, err := c.exec("", "env", "CNI_COMMAND=VERSION", "/usr/lib/cni/quilt-ipam"); err != nil || !strings.Contains(out, `"1.1.0"`) {
+		t.Errorf("CNI_COMMAND=VERSION quilt-ipam: %v\n%s", err, out)
 	}
 
 	// systemd accepts the units as installed, with their scores.
@@ -334,7 +344,7 @@ func TestDebInstall(t *testing.T) {
 	}
 
 	t.Log(c.must(t, "dpkg", "-r", "quilt-runtime"))
-	for _, gone := range []string{"/usr/sbin/quilt-route-helper", "/usr/sbin/quilt-runtime", "/usr/bin/quiltctl", "/lib/systemd/system/quilt-runtime.service"} {
+	for _, gone := range []string{"/usr/sbin/quilt-route-helper", "/usr/sbin/quilt-runtime", "/usr/bin/quiltctl", "/usr/lib/cni/quilt-ipam", "/lib/systemd/system/quilt-runtime.service"} {
 		if _, err := c.stat(gone); err == nil {
 			t.Errorf("%s still there after dpkg -r", gone)
 		}

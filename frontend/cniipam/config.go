@@ -29,7 +29,7 @@ type Field struct {
 // Fields are every key the "ipam" object may hold; any other is refused
 // (code 2). The man page and the README list them from here.
 var Fields = []Field{
-	{"type", "", `"quilt-ipam": the runtime finds the plugin by this name in its CNI_PATH`},
+	{"type", "(required)", `"quilt-ipam": the runtime finds the plugin by this name in its CNI_PATH`},
 	{"socket", DefaultSocket, "quilt-runtime's Unix socket (its --grpc-addr unix://PATH), an absolute path"},
 	{"timeout", DefaultTimeout.String(), "deadline of each call to quilt-runtime, a Go duration; past it the command fails with code 11"},
 	{"gcGracePeriod", DefaultGCGrace.String(), "GC keeps allocations younger than this, whatever the runtime's list says (an ADD may not be in it yet)"},

@@ -20,6 +20,7 @@ HELPER_UID=${HELPER_UID:-65534}     # nobody
 FRONTEND_UID=${FRONTEND_UID:-65533} # a uid of its own
 SOCKET_GID=${SOCKET_GID:-65534}     # the helper socket's group: the frontend joins it
 ADDR=${ADDR:-127.0.0.1:50051}
+METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:9542}
 
 ns=quilt-run-$$
 dir=$(mktemp -d /tmp/quilt-run.XXXXXX)
@@ -38,6 +39,8 @@ trap cleanup EXIT INT TERM
 chmod 755 "$dir"
 install -m 755 "$here"/bin/quilt-route-helper "$here"/bin/quilt-runtime "$dir"/
 install -d -o "$HELPER_UID" -g "$SOCKET_GID" -m 750 "$dir/run"
+# The frontend's own Unix socket, for quilt-ipam (root may connect).
+install -d -o "$FRONTEND_UID" -g "$FRONTEND_UID" -m 755 "$dir/api"
 # The frontend's durable state: kept across runs only if STATE_DIR is given.
 STATE_DIR=${STATE_DIR:-$dir/state}
 install -d -o "$FRONTEND_UID" -g "$FRONTEND_UID" -m 700 "$STATE_DIR"
@@ -64,14 +67,16 @@ for _ in $(seq 100); do [ -S "$dir/run/route-helper.sock" ] && break; sleep 0.05
 
 setpriv --reuid="$FRONTEND_UID" --regid="$FRONTEND_UID" --groups="$SOCKET_GID" \
   --inh-caps=-all --bounding-set=-all --no-new-privs -- \
-  "$dir"/quilt-runtime --grpc-addr "$ADDR" --helper-socket "$dir/run/route-helper.sock" --state-dir "$STATE_DIR" &
+  "$dir"/quilt-runtime --grpc-addr "$ADDR" --grpc-addr "unix://$dir/api/runtime.sock" --metrics-addr "$METRICS_ADDR" \
+  --helper-socket "$dir/run/route-helper.sock" --state-dir "$STATE_DIR" &
 pids+=($!)
 sleep 0.5
 
 ipn=(ip); [ "$SANDBOX" = 1 ] && ipn=(ip -n "$ns")
 cat <<TXT
 
-quilt-runtime is serving on $ADDR; its route helper manages $where.
+quilt-runtime is serving on $ADDR and unix://$dir/api/runtime.sock,
+metrics on http://$METRICS_ADDR/metrics; its route helper manages $where.
 
 Call it as the Quilt Mesh agent does:
   bin/quiltctl --addr $ADDR configure-subnet 10.42.1.0/24
@@ -82,6 +87,9 @@ Give a container an address, and look at the node:
   bin/quiltctl --addr $ADDR allocate web-1
   bin/quiltctl --addr $ADDR status
   bin/quiltctl --addr $ADDR routes
+Ask for an address as a CNI runtime's bridge plugin does, through quilt-ipam:
+  echo '{"cniVersion":"1.1.0","name":"quilt","ipam":{"type":"quilt-ipam","socket":"$dir/api/runtime.sock"}}' |
+    sudo CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_IFNAME=eth0 CNI_NETNS=/run/netns/c1 CNI_PATH=bin bin/quilt-ipam
 See the routes (ours carry proto 81, "quilt" with packaging/rt_protos.d installed):
   ${ipn[*]} route show proto 81
 
