@@ -221,9 +221,11 @@ func TestResyncAndViews(t *testing.T) {
 		t.Fatalf("status: %v %v", st, err)
 	}
 	rec := httptest.NewRecorder()
-	adm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m := NewMetrics()
+	m.Observe(adm)
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, line := range []string{"quilt_route_conflicts 1\n", "quilt_routes_desired 4\n", "quilt_routes_installed 3\n", "quilt_helper_up 1\n",
-		`quilt_resync_repairs_total{kind="added"} 1` + "\n", "quilt_resyncs_total 1\n", "# TYPE quilt_resyncs_total counter\n"} {
+		`quilt_resync_repairs_total{kind="added",trigger="resync"} 1` + "\n", "quilt_resyncs_total 1\n", "# TYPE quilt_resyncs_total counter\n"} {
 		if !strings.Contains(rec.Body.String(), line) {
 			t.Errorf("metrics lack %q:\n%s", line, rec.Body.String())
 		}

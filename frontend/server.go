@@ -181,8 +181,9 @@ const (
 )
 
 // NewGRPCServer returns a server with our limits, the QuiltRuntime and
-// QuiltAdmin services, health and reflection.
-func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
+// QuiltAdmin services, health and reflection, and extra options (the
+// metrics' interceptors).
+func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.ServerOption) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
@@ -193,7 +194,7 @@ func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	srv := grpc.NewServer(opts...)
+	srv := grpc.NewServer(append(opts, extra...)...)
 	quiltpb.RegisterQuiltRuntimeServer(srv, adm.Service)
 	quiltpb.RegisterQuiltAdminServer(srv, adm)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -258,11 +259,14 @@ func Run(ctx context.Context, cfg Config) error {
 
 	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer client.Close()
-	helper := cmp.Or[RouteHelper](cfg.Helper, client)
+	metrics := NewMetrics()
+	helper := metrics.Helper(cmp.Or[RouteHelper](cfg.Helper, client))
 	svc := &Service{Policy: cfg.Policy, Helper: helper, IPAM: alloc, Routes: NewDesired(store, snap.Routes), Log: cfg.Log}
 	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
+	metrics.Observe(adm)
 	hs := health.NewServer()
-	srv := NewGRPCServer(adm, hs, tc)
+	srv := NewGRPCServer(adm, hs, tc, metrics.ServerOptions()...)
+	metrics.Registered(srv)
 	kick := make(chan struct{}, 1)
 	report := func(err error) {
 		svc.SetHelperHealth(err)
@@ -287,7 +291,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, report)
 	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick)
 	if cfg.MetricsAddr != "" {
-		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("listen on --metrics-addr %s: %w", cfg.MetricsAddr, err)
