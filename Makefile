@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz package clean bench cni-tools
+.PHONY: all build run test vet fmt-check proto fuzz package clean bench cni-tools grpc-tools
 
 all: build
 
@@ -75,6 +75,16 @@ cni-tools:
 	mkdir -p $(BIN)/cni
 	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNI_BRIDGE)
 	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNITOOL)
+
+# grpcurl (channelz, reflection) and ghz (ad hoc load tests), the gRPC
+# ecosystem's clients the README shows, at pinned versions into $(BIN)/tools;
+# TestGRPCEcosystemClients runs them.
+GRPCURL ?= github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+GHZ ?= github.com/bojand/ghz/cmd/ghz@v0.93.0
+grpc-tools:
+	mkdir -p $(BIN)/tools
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install $(GRPCURL)
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install $(GHZ)
 
 # The three-node overlay scenario, narrated for a newcomer (needs root):
 # nodes, the agent's calls, routing tables, the connectivity matrix,

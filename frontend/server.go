@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/admin"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -181,8 +182,9 @@ const (
 )
 
 // NewGRPCServer returns a server with our limits, the QuiltRuntime and
-// QuiltAdmin services, health and reflection, and extra options (the
-// metrics' interceptors).
+// QuiltAdmin services, health, reflection and the gRPC admin services
+// (channelz, for grpcurl and grpcdebug), and extra options (the metrics'
+// interceptors).
 func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.ServerOption) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
@@ -198,6 +200,11 @@ func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.
 	quiltpb.RegisterQuiltRuntimeServer(srv, adm.Service)
 	quiltpb.RegisterQuiltAdminServer(srv, adm)
 	healthpb.RegisterHealthServer(srv, hs)
+	// Only channelz: CSDS, the other admin service, registers itself only
+	// in binaries that link the xDS packages, which this one does not.
+	if _, err := admin.Register(srv); err != nil {
+		panic(fmt.Sprintf("register gRPC admin services: %v", err)) // channelz's registration returns no error
+	}
 	reflection.Register(srv)
 	return srv
 }

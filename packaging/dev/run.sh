@@ -90,6 +90,9 @@ Give a container an address, and look at the node:
 Ask for an address as a CNI runtime's bridge plugin does, through quilt-ipam:
   echo '{"cniVersion":"1.1.0","name":"quilt","ipam":{"type":"quilt-ipam","socket":"$dir/api/runtime.sock"}}' |
     sudo CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_IFNAME=eth0 CNI_NETNS=/run/netns/c1 CNI_PATH=bin bin/quilt-ipam
+Inspect gRPC channels and servers (channelz), and load-test (make grpc-tools builds both in bin/tools):
+  grpcurl -plaintext $ADDR grpc.channelz.v1.Channelz/GetServers
+  ghz --insecure --call quilt.QuiltAdmin/GetStatus -n 2000 -c 8 $ADDR
 See the routes (ours carry proto 81, "quilt" with packaging/rt_protos.d installed):
   ${ipn[*]} route show proto 81
 
