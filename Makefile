@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build run test vet fmt-check proto fuzz package clean bench cni-tools grpc-tools
+.PHONY: all build run test vet fmt-check proto fuzz package clean bench cni-tools grpc-tools man
 
 all: build
 
@@ -51,6 +51,12 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
 
+# The man pages, gzipped in $(BIN)/man, made from the programs' own flag
+# definitions by internal/cmd/quilt-man (quilt-runtime(8), quiltctl(1),
+# quilt-route-helper(8), quilt-ipam(8)).
+man: build
+	$(GO) run ./internal/cmd/quilt-man -bin $(BIN) -out $(BIN)/man
+
 # The .deb (packaging/nfpm.yaml) in $(DIST), built by nfpm through the Go
 # toolchain at a pinned version. PKG_VERSION is the Debian version: the
 # latest tag vX.Y.Z as X.Y.Z, or before any tag 0.1.0~git<commit date>.<hash>,
@@ -58,7 +64,7 @@ fuzz:
 DIST ?= dist
 NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 PKG_VERSION ?= $(shell v=$$(git describe --tags --match "v[0-9]*" --abbrev=0 2>/dev/null) && echo "$${v#v}" || git log -1 --date=format:%Y%m%d --format=0.1.0~git%cd.%h 2>/dev/null || echo 0.1.0~dev)
-package: build
+package: build man
 	mkdir -p $(DIST)
 	rm -f $(DIST)/quilt-runtime_*.deb
 	PKG_VERSION='$(PKG_VERSION)' $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/

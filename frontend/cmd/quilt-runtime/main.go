@@ -49,6 +49,7 @@ func main() {
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QUILT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"QUILT_LOG_FORMAT"}, Usage: "text (key=value) or json"},
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
+			&cli.BoolFlag{Name: "generate-man-page", Hidden: true, Usage: "print the man page, quilt-runtime(8), made from these flags, and exit"},
 		},
 		Action: run,
 	}
@@ -61,6 +62,13 @@ func main() {
 func run(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", c.Args().Slice())
+	}
+	if c.Bool("generate-man-page") {
+		page, err := c.App.ToManWithSection(8)
+		if err == nil {
+			_, err = fmt.Print(page)
+		}
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {

@@ -88,8 +88,19 @@ Shell completion: source <(quiltctl completion bash)`,
 			&cli.StringFlag{Name: "tls-server-name", Usage: "expect this name in the server's certificate (default: the host of --addr)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "deadline of the call"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+			&cli.BoolFlag{Name: "generate-man-page", Hidden: true, Usage: "print the man page, quiltctl(1), made from these flags and commands, and exit"},
 		},
 		Before: func(cc *cli.Context) error {
+			if cc.Bool("generate-man-page") {
+				page, err := cc.App.ToManWithSection(1)
+				if err == nil {
+					_, err = fmt.Fprint(cc.App.Writer, page)
+				}
+				if err != nil {
+					return err
+				}
+				return cli.Exit("", 0)
+			}
 			if o := cc.String("output"); o != "text" && o != "json" {
 				return fmt.Errorf("--output %q: want text or json", o)
 			}
