@@ -20,7 +20,7 @@
 //     filters;
 //   - deb_test.go: builds the .deb, runs lintian, installs it with dpkg in
 //     a private overlay of / (the host's dpkg database is untouched), then
-//     removes and purges it.
+//     removes and purges it; renders its man pages with `man -l`.
 //
 // Tests that need root (namespaces, uids, dpkg in a chroot) skip without
 // it and say why; with CI=true they fail instead, as do tests whose tools
