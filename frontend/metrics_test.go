@@ -85,7 +85,8 @@ func value(m *dto.Metric) float64 {
 // TestMetrics: the scrape parses with Prometheus's parser and passes its
 // linter; it holds every metric the README lists under its old name, the
 // Go and process collectors, RPC counts and latencies by method and code,
-// helper round trips and resync durations, each with the right values.
+// helper round trips, resync durations and repairs by trigger (a resync's,
+// the watch's), each with the right values.
 func TestMetrics(t *testing.T) {
 	fake := &fakeHelper{routes: map[netip.Prefix]string{}}
 	svc := newService(t, fake, io.Discard)
@@ -124,6 +125,15 @@ func TestMetrics(t *testing.T) {
 	fake.routes[pfx("10.42.9.0/24")] = "vxlan100" // a stray for the resync
 	fake.mu.Unlock()
 	svc.Resync(ctx)
+	// A route deleted by hand, reported by the helper's watch with a prefix
+	// nobody asked for: the watch's repair puts the desired one back at
+	// once, counted under its own trigger, and is no resync.
+	fake.mu.Lock()
+	delete(fake.routes, pfx("10.42.2.0/24"))
+	fake.mu.Unlock()
+	if r := svc.RepairChanged(ctx, []netip.Prefix{pfx("10.42.2.0/24"), pfx("10.42.7.0/24")}); r.Added != 1 || r.Repairs() != 1 {
+		t.Fatalf("the watch's repair: %+v", r)
+	}
 	svc.SetHelperHealth(nil)
 
 	mfs := scrape(t, m)
@@ -148,6 +158,9 @@ func TestMetrics(t *testing.T) {
 		{"quilt_resyncs_failed_total", nil, 0},
 		{"quilt_resync_repairs_total", []string{"kind", "removed", "trigger", "resync"}, 1},
 		{"quilt_resync_repairs_total", []string{"kind", "added", "trigger", "resync"}, 0},
+		{"quilt_resync_repairs_total", []string{"kind", "added", "trigger", "watch"}, 1},
+		{"quilt_resync_repairs_total", []string{"kind", "removed", "trigger", "watch"}, 0},
+		{"quilt_resync_repairs_total", []string{"kind", "moved", "trigger", "watch"}, 0},
 		{"quilt_resync_duration_seconds", nil, 1},
 		{"grpc_server_handled_total", []string{"grpc_method", "AllocateIP", "grpc_code", "OK"}, 2},
 		{"grpc_server_handled_total", []string{"grpc_method", "AllocateIP", "grpc_code", "InvalidArgument"}, 1},
@@ -155,7 +168,7 @@ func TestMetrics(t *testing.T) {
 		{"quilt_grpc_server_handling_seconds", []string{"grpc_method", "AllocateIP", "grpc_code", "OK"}, 2},
 		{"quilt_grpc_server_handling_seconds", []string{"grpc_method", "AllocateIP", "grpc_code", "InvalidArgument"}, 1},
 		{"quilt_grpc_server_handling_seconds", []string{"grpc_service", "quilt.QuiltRuntime", "grpc_method", "InjectRoute", "grpc_code", "OK"}, 1},
-		{"quilt_helper_request_duration_seconds", []string{"op", "apply", "outcome", "ok"}, 2}, // the InjectRoute, the resync's removal
+		{"quilt_helper_request_duration_seconds", []string{"op", "apply", "outcome", "ok"}, 3}, // the InjectRoute, the resync's removal, the watch's add
 		{"quilt_helper_request_duration_seconds", []string{"op", "list", "outcome", "ok"}, 1},
 	} {
 		if got := value(sample(t, mfs, tc.name, tc.labels...)); got != tc.want {
