@@ -153,7 +153,7 @@ quilt-route-helper --allow-uid USER [OPTION]...
 
 # DESCRIPTION
 
-quilt-route-helper adds, moves, deletes and lists the node's overlay routes for quilt-runtime(8), its only client, over a Unix SOCK_SEQPACKET socket of fixed-size binary records. It accepts only peers whose SO_PEERCRED uid is on --allow-uid, re-checks every request against its own flags, and touches only routes of its own route protocol (81, "quilt") in the main table: /24s (--node-prefix-len) inside --cluster-cidr, via an interface on --allowed-interface.
+quilt-route-helper adds, moves, deletes and lists the node's overlay routes for quilt-runtime(8), its only client, and tells it at once when they change by another hand, over a Unix SOCK_SEQPACKET socket of fixed-size binary records. It accepts only peers whose SO_PEERCRED uid is that of the one user --allow-uid names, re-checks every request against its own flags, and touches only routes of its own route protocol (81, "quilt") in the main table: /24s (--node-prefix-len) inside --cluster-cidr, via an interface on --allowed-interface.
 
 It must be started with CAP_NET_ADMIN as its only capability, as a user and group other than root, with no_new_privs, and refuses to run otherwise. Its systemd unit, quilt-route-helper.service, started by quilt-route-helper.socket, does this; the package's /etc/default/quilt-runtime adds QUILT_HELPER_ARGS to its command line.
 

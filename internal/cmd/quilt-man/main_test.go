@@ -9,8 +9,10 @@ import (
 // it: names, argument kinds, usage and defaults, quoted or not.
 func TestParseFlagHelp(t *testing.T) {
 	help := `Usage of quilt-route-helper:
-  -allow-uid value
-    	user (name or uid) allowed to connect; repeatable, required
+  -allow-uid string
+    	the user (name or uid) allowed to connect: the frontend's; required
+  -allowed-interface value
+    	interface routes may use; repeatable (default vxlan100)
   -node-prefix-len int
     	only routes of this prefix length (default 24)
   -socket string
@@ -18,7 +20,8 @@ func TestParseFlagHelp(t *testing.T) {
 `
 	flags, err := parseFlagHelp(help)
 	want := []Flag{
-		{"allow-uid", "VALUE", "user (name or uid) allowed to connect; repeatable, required", ""},
+		{"allow-uid", "STRING", "the user (name or uid) allowed to connect: the frontend's; required", ""},
+		{"allowed-interface", "VALUE", "interface routes may use; repeatable", "vxlan100"},
 		{"node-prefix-len", "N", "only routes of this prefix length", "24"},
 		{"socket", "STRING", "Unix socket to listen on, unless systemd passes one", "/run/quilt/route-helper.sock"},
 	}
@@ -34,7 +37,7 @@ func TestParseFlagHelp(t *testing.T) {
 		t.Error("a text without flags was read as help")
 	}
 	page := helperPage(flags)
-	for _, s := range []string{"**--allow-uid** *VALUE*", "(default: /run/quilt/route-helper.sock)", "% quilt-route-helper 8"} {
+	for _, s := range []string{"**--allow-uid** *STRING*", "**--allowed-interface** *VALUE*", "(default: /run/quilt/route-helper.sock)", "% quilt-route-helper 8"} {
 		if !strings.Contains(page, s) {
 			t.Errorf("helper page lacks %q", s)
 		}
