@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 1m
 
-.PHONY: all build deps run test vet fmt-check proto fuzz package clean bench
+.PHONY: all build deps run test vet fmt-check proto fuzz package clean bench cni-tools grpc-tools man
 
 all: build
 
@@ -21,7 +21,7 @@ deps:
 	@bash packaging/dev/deps.sh
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./helper/cmd/quilt-route-helper ./frontend/cmd/quilt-runtime ./frontend/cmd/quiltctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./helper/cmd/quilt-route-helper ./frontend/cmd/quilt-runtime ./frontend/cmd/quiltctl ./frontend/cmd/quilt-ipam
 
 # Starts the helper (CAP_NET_ADMIN only) in a throwaway network namespace
 # with vxlan100 and the frontend (unprivileged) on 127.0.0.1:50051.
@@ -58,6 +58,12 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
 
+# The man pages, gzipped in $(BIN)/man, made from the programs' own flag
+# definitions by internal/cmd/quilt-man (quilt-runtime(8), quiltctl(1),
+# quilt-route-helper(8), quilt-ipam(8)).
+man: build
+	$(GO) run ./internal/cmd/quilt-man -bin $(BIN) -out $(BIN)/man
+
 # The .deb (packaging/nfpm.yaml) in $(DIST), built by nfpm through the Go
 # toolchain at a pinned version. PKG_VERSION is the Debian version: the
 # latest tag vX.Y.Z as X.Y.Z, or before any tag 0.1.0~git<commit date>.<hash>,
@@ -65,7 +71,7 @@ fuzz:
 DIST ?= dist
 NFPM ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 PKG_VERSION ?= $(shell v=$$(git describe --tags --match "v[0-9]*" --abbrev=0 2>/dev/null) && echo "$${v#v}" || git log -1 --date=format:%Y%m%d --format=0.1.0~git%cd.%h 2>/dev/null || echo 0.1.0~dev)
-package: build
+package: build man
 	mkdir -p $(DIST)
 	rm -f $(DIST)/quilt-runtime_*.deb
 	PKG_VERSION='$(PKG_VERSION)' $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
@@ -73,12 +79,33 @@ package: build
 clean:
 	rm -rf $(BIN) $(DIST)
 
+# The reference CNI code the overlay's CNI step runs (make demo and
+# TestOverlayThreeNodes): the bridge plugin and cnitool, built by the Go
+# toolchain at these pinned versions into $(BIN)/cni. Nobody here wrote them.
+CNI_BRIDGE ?= github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0
+CNITOOL ?= github.com/containernetworking/cni/cnitool@v1.3.1
+cni-tools:
+	mkdir -p $(BIN)/cni
+	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNI_BRIDGE)
+	GOBIN=$(abspath $(BIN)/cni) $(GO) install $(CNITOOL)
+
+# grpcurl (channelz, reflection) and ghz (ad hoc load tests), the gRPC
+# ecosystem's clients the README shows, at pinned versions into $(BIN)/tools;
+# TestGRPCEcosystemClients runs them.
+GRPCURL ?= github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+GHZ ?= github.com/bojand/ghz/cmd/ghz@v0.93.0
+grpc-tools:
+	mkdir -p $(BIN)/tools
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install $(GRPCURL)
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install $(GHZ)
+
 # The three-node overlay scenario, narrated for a newcomer (needs root):
-# nodes, the agent's calls, routing tables, the connectivity matrix, a
-# SIGKILL restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
+# nodes, the agent's calls, routing tables, the connectivity matrix,
+# containers made by cnitool through bridge and quilt-ipam, a SIGKILL
+# restart and a heal. DEMO_FLAGS='-o json' prints one JSON report.
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: deps build
+demo: deps build cni-tools
 	$(GO) build -trimpath -o $(BIN)/ ./e2e/cmd/quilt-demo
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root: it creates network namespaces and starts processes under other uids (try: sudo make demo)" >&2; exit 1; }
 	$(BIN)/quilt-demo -bin $(BIN) $(DEMO_FLAGS)

@@ -46,12 +46,18 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	binDir = dir
-	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime", "./frontend/cmd/quiltctl", "./e2e/cmd/quilt-demo"} {
+	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime", "./frontend/cmd/quiltctl", "./frontend/cmd/quilt-ipam", "./e2e/cmd/quilt-demo"} {
 		cmd := exec.Command("go", "build", "-o", dir, pkg)
 		cmd.Dir, cmd.Env = "..", append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 		}
+	}
+	// The reference CNI code at the Makefile's pinned versions, in cni/.
+	cmd := exec.Command("make", "cni-tools", "BIN="+dir)
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("make cni-tools: %v\n%s", err, out)
 	}
 	// The test binary itself is re-run as an unprivileged child, so it too
 	// must sit where every uid can read it.

@@ -37,6 +37,8 @@ func TestOverlayThreeNodes(t *testing.T) {
 	rep, err := overlay.Run(ctx, overlay.Config{
 		HelperBin:      filepath.Join(binDir, "quilt-route-helper"),
 		FrontendBin:    filepath.Join(binDir, "quilt-runtime"),
+		IPAMBin:        filepath.Join(binDir, "quilt-ipam"),
+		CNIBin:         filepath.Join(binDir, "cni"),
 		ResyncInterval: interval,
 		OnStep: func(s *overlay.Step) {
 			var b strings.Builder
@@ -51,7 +53,7 @@ func TestOverlayThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := []string{"nodes", "start", "configure", "containers", "isolated", "inject", "leave", "restart", "heal"}
+	want := []string{"nodes", "start", "configure", "containers", "isolated", "inject", "cni", "leave", "restart", "heal"}
 	var got []string
 	for _, s := range rep.Steps {
 		got = append(got, s.Name)
@@ -69,8 +71,8 @@ func TestOverlayThreeNodes(t *testing.T) {
 	if m.RestartFailures != 0 || m.RestartProbes < 10 {
 		t.Errorf("restart: %d of %d probes failed", m.RestartFailures, m.RestartProbes)
 	}
-	if rep.Cleanup.Namespaces != 10 || len(rep.Cleanup.Leftovers) > 0 {
-		t.Errorf("cleanup: %+v; want 10 namespaces removed and nothing left", rep.Cleanup)
+	if rep.Cleanup.Namespaces != 13 || len(rep.Cleanup.Leftovers) > 0 {
+		t.Errorf("cleanup: %+v; want 13 namespaces removed and nothing left", rep.Cleanup)
 	}
 	t.Logf("measured: heal %.3fs (routes back %.3fs); restart: %d probes, %d failed, longest gap %.0fms; control plane down %.2fs",
 		m.HealSeconds, m.RoutesBackSeconds, m.RestartProbes, m.RestartFailures, m.RestartMaxGapMs, m.ControlPlaneDownSeconds)

@@ -460,3 +460,84 @@ func TestKillStorm(t *testing.T) {
 		t.Errorf("the storm acknowledged too little to prove anything")
 	}
 }
+
+// writeSchema1 writes a state file as schema 1 laid it out (allocations by
+// container ID alone) for the frontend's uid, and returns its bytes.
+func writeSchema1(t *testing.T, path string, allocs ...string) []byte {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for bucket, kvs := range map[string][]string{
+			"meta":        {"schema", "1", "subnet", "10.42.1.0/24", "last_ip", "10.42.1.11"},
+			"allocations": allocs,
+			"routes":      {"10.42.2.0/24", "vxlan100"},
+		} {
+			b, err := tx.CreateBucket([]byte(bucket))
+			for i := 0; err == nil && i+1 < len(kvs); i += 2 {
+				err = b.Put([]byte(kvs[i]), []byte(kvs[i+1]))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err = errors.Join(err, db.Close(), os.Chown(path, frontendUID, frontendUID)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestStartMigratesSchema1: the real binary upgrades a state file of the
+// previous schema with every allocation and route kept, and keeps a copy
+// of the old file; a schema-1 file the allocator refuses (an address
+// outside the subnet) is left byte for byte as it was, with no copy.
+func TestStartMigratesSchema1(t *testing.T) {
+	n := newNode(t)
+	path := filepath.Join(n.stateDir, "state.db")
+	bad := writeSchema1(t, path, "c1", "10.42.1.10", "c2", "10.42.7.11")
+	p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
+		"--helper-socket", n.sock, "--state-dir", n.stateDir)
+	if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "10.42.7.11") {
+		t.Fatalf("a schema-1 file with an address outside its subnet: exit %v\n%s", err, p.Output())
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(bad) {
+		t.Fatal("the refused schema-1 file was changed")
+	}
+	if _, err := os.Stat(path + ".schema1"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a copy was kept of a refused file: %v", err)
+	}
+
+	os.Remove(path)
+	old := writeSchema1(t, path, "c1", "10.42.1.10", "web-2", "10.42.1.11")
+	fe := n.startFrontend(t)
+	if !strings.Contains(fe.Output(), "migrated the state file") {
+		t.Errorf("no migration logged:\n%s", fe.Output())
+	}
+	_, adm, conn := n.clients(t)
+	defer conn.Close()
+	for id, ip := range map[string]string{"c1": "10.42.1.10", "web-2": "10.42.1.11"} {
+		r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: id})
+		if err != nil || r.Ip != ip || !r.Existing {
+			t.Errorf("%s after the migration: %v %v, want %s existing", id, r, err, ip)
+		}
+	}
+	r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: "web-2", InterfaceName: "eth1"})
+	if err != nil || r.Ip != "10.42.1.12" || r.Existing {
+		t.Errorf("a new interface after the migration: %v %v, want 10.42.1.12", r, err)
+	}
+	lr, err := adm.ListRoutes(ctxT(t), &quiltpb.ListRoutesRequest{})
+	if err != nil || len(lr.Routes) != 1 || lr.Routes[0].DesiredInterface != "vxlan100" {
+		t.Errorf("desired routes after the migration: %v %v", lr, err)
+	}
+	if b, err := os.ReadFile(path + ".schema1"); err != nil || len(b) == 0 || len(old) == 0 {
+		t.Errorf("copy of the schema-1 file: %d bytes, %v", len(b), err)
+	}
+}

@@ -29,35 +29,87 @@ type Admin struct {
 }
 
 func (a *Admin) AllocateIP(ctx context.Context, req *quiltpb.AllocateIPRequest) (*quiltpb.AllocateIPResponse, error) {
-	ip, pool, existing, err := a.IPAM.Allocate(req.ContainerId)
+	k := ipam.Key{ContainerID: req.ContainerId, Ifname: req.InterfaceName}
+	ip, pool, existing, err := a.IPAM.Allocate(k, req.Network)
 	if err != nil {
-		a.Log.Warn("AllocateIP failed", "rpc", "AllocateIP", "container_id", clip(req.ContainerId), "err", err)
+		a.Log.Warn("AllocateIP failed", "rpc", "AllocateIP", "container_id", clip(req.ContainerId), "interface", clip(req.InterfaceName),
+			"network", clip(req.Network), "err", err)
 		return nil, ipamStatus(err)
 	}
-	a.Log.Info(fmt.Sprintf("Allocated IP %v to container %s", ip, req.ContainerId), "rpc", "AllocateIP", "container_id", req.ContainerId, "ip", ip, "existing", existing)
+	a.Log.Info(fmt.Sprintf("Allocated IP %v to %s", ip, describe(k)), "rpc", "AllocateIP", "container_id", k.ContainerID, "interface", k.Ifname,
+		"network", req.Network, "ip", ip, "existing", existing)
 	return &quiltpb.AllocateIPResponse{Ip: ip.String(), PrefixLength: int32(pool.Subnet.Bits()), Gateway: pool.Gateway.String(),
-		Subnet: pool.Subnet.String(), Existing: existing}, nil
+		Subnet: pool.Subnet.String(), Existing: existing, ClusterCidr: a.Policy.Cluster.String()}, nil
 }
 
 func (a *Admin) ReleaseIP(ctx context.Context, req *quiltpb.ReleaseIPRequest) (*quiltpb.ReleaseIPResponse, error) {
-	ip, released, err := a.IPAM.Release(req.ContainerId)
+	k := ipam.Key{ContainerID: req.ContainerId, Ifname: req.InterfaceName}
+	ip, released, err := a.IPAM.Release(k)
 	if err != nil {
-		a.Log.Warn("ReleaseIP failed", "rpc", "ReleaseIP", "container_id", clip(req.ContainerId), "err", err)
+		a.Log.Warn("ReleaseIP failed", "rpc", "ReleaseIP", "container_id", clip(req.ContainerId), "interface", clip(req.InterfaceName), "err", err)
 		return nil, ipamStatus(err)
 	}
 	if released {
-		a.Log.Info(fmt.Sprintf("Released IP %v of container %s", ip, req.ContainerId), "rpc", "ReleaseIP", "container_id", req.ContainerId, "ip", ip)
+		a.Log.Info(fmt.Sprintf("Released IP %v of %s", ip, describe(k)), "rpc", "ReleaseIP", "container_id", k.ContainerID, "interface", k.Ifname, "ip", ip)
 		return &quiltpb.ReleaseIPResponse{Released: true, Ip: ip.String()}, nil
 	}
-	a.Log.Info("No IP to release for container "+req.ContainerId, "rpc", "ReleaseIP", "container_id", req.ContainerId)
+	a.Log.Info("No IP to release for "+describe(k), "rpc", "ReleaseIP", "container_id", k.ContainerID, "interface", k.Ifname)
 	return &quiltpb.ReleaseIPResponse{}, nil
+}
+
+// describe names an allocation's key in a log message.
+func describe(k ipam.Key) string {
+	if k.Ifname == "" {
+		return "container " + k.ContainerID
+	}
+	return "container " + k.ContainerID + " interface " + k.Ifname
+}
+
+// GarbageCollectIPs releases the network's allocations that no valid
+// attachment names and that are older than the grace period.
+func (a *Admin) GarbageCollectIPs(ctx context.Context, req *quiltpb.GarbageCollectIPsRequest) (*quiltpb.GarbageCollectIPsResponse, error) {
+	grace := time.Duration(req.GraceSeconds * float64(time.Second))
+	keep := make(map[ipam.Key]bool, len(req.Valid))
+	for _, v := range req.Valid {
+		k := ipam.Key{ContainerID: v.ContainerId, Ifname: v.InterfaceName}
+		if err := k.Check(); err != nil {
+			return nil, status.Error(codes.InvalidArgument, "valid attachment: "+err.Error())
+		}
+		keep[k] = true
+	}
+	if req.GraceSeconds < 0 || grace < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "grace_seconds %v: want zero or more", req.GraceSeconds)
+	}
+	released, err := a.IPAM.Collect(req.Network, keep, time.Now().Add(-grace))
+	if err != nil {
+		a.Log.Warn("GarbageCollectIPs failed", "rpc", "GarbageCollectIPs", "network", clip(req.Network), "err", err)
+		return nil, ipamStatus(err)
+	}
+	resp := &quiltpb.GarbageCollectIPsResponse{}
+	for _, al := range released {
+		a.Log.Info(fmt.Sprintf("Released IP %v of %s: not a valid attachment of network %s", al.IP, describe(al.Key), al.Network),
+			"rpc", "GarbageCollectIPs", "container_id", al.ContainerID, "interface", al.Ifname, "network", al.Network, "ip", al.IP)
+		resp.Released = append(resp.Released, allocationPB(al))
+	}
+	for _, al := range a.IPAM.List() {
+		if al.Network == req.Network {
+			resp.Kept++
+		}
+	}
+	a.Log.Info("GarbageCollectIPs done", "rpc", "GarbageCollectIPs", "network", req.Network, "valid", len(keep), "released", len(released),
+		"kept", resp.Kept, "grace", grace)
+	return resp, nil
+}
+
+func allocationPB(al ipam.Allocation) *quiltpb.Allocation {
+	return &quiltpb.Allocation{ContainerId: al.ContainerID, InterfaceName: al.Ifname, Ip: al.IP.String(), Network: al.Network}
 }
 
 // ipamStatus maps the allocator's errors to status codes.
 func ipamStatus(err error) error {
 	code := codes.Internal // the state file could not be written
 	switch {
-	case errors.Is(err, ipam.ErrContainerID):
+	case errors.Is(err, ipam.ErrContainerID), errors.Is(err, ipam.ErrIfname), errors.Is(err, ipam.ErrNetwork):
 		code = codes.InvalidArgument
 	case errors.Is(err, ipam.ErrNoSubnet):
 		code = codes.FailedPrecondition
@@ -67,13 +119,15 @@ func ipamStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
-func (a *Admin) ListAllocations(ctx context.Context, _ *quiltpb.ListAllocationsRequest) (*quiltpb.ListAllocationsResponse, error) {
+func (a *Admin) ListAllocations(ctx context.Context, req *quiltpb.ListAllocationsRequest) (*quiltpb.ListAllocationsResponse, error) {
 	resp := &quiltpb.ListAllocationsResponse{}
 	if pool, ok := a.IPAM.Pool(); ok {
 		resp.Subnet, resp.Gateway, resp.RangeFirst, resp.RangeLast = pool.Subnet.String(), pool.Gateway.String(), pool.First.String(), pool.Last.String()
 	}
 	for _, al := range a.IPAM.List() {
-		resp.Allocations = append(resp.Allocations, &quiltpb.Allocation{ContainerId: al.ContainerID, Ip: al.IP.String()})
+		if req.ContainerId == "" || req.ContainerId == al.ContainerID {
+			resp.Allocations = append(resp.Allocations, allocationPB(al))
+		}
 	}
 	return resp, nil
 }

@@ -64,6 +64,65 @@ func TestAdminIPAM(t *testing.T) {
 	}
 }
 
+// TestAdminInterfacesAndGC: AllocateIP keys by container and interface,
+// lists the interface and network beside each address, and
+// GarbageCollectIPs releases the network's allocations no valid attachment
+// names once past the grace period, refusing bad input with nothing changed.
+func TestAdminInterfacesAndGC(t *testing.T) {
+	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
+	conn := serveConn(t, &Admin{Service: svc})
+	adm, rt := quiltpb.NewQuiltAdminClient(conn), quiltpb.NewQuiltRuntimeClient(conn)
+	ctx := context.Background()
+	if r, err := rt.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"}); err != nil || !r.Success {
+		t.Fatal(r, err)
+	}
+	alloc := func(id, ifname, network string) *quiltpb.AllocateIPResponse {
+		t.Helper()
+		r, err := adm.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: id, InterfaceName: ifname, Network: network})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	eth0, eth1 := alloc("c1", "eth0", "quilt"), alloc("c1", "eth1", "quilt")
+	if eth0.Ip == eth1.Ip || eth0.ClusterCidr != "10.42.0.0/16" || alloc("c1", "eth1", "quilt").Ip != eth1.Ip {
+		t.Fatalf("two interfaces: %v, %v", eth0, eth1)
+	}
+	alloc("c2", "eth0", "quilt")
+	alloc("admin", "", "")
+	l, err := adm.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{ContainerId: "c1"})
+	if err != nil || len(l.Allocations) != 2 || l.Allocations[0].InterfaceName != "eth0" || l.Allocations[1].InterfaceName != "eth1" ||
+		l.Allocations[0].Network != "quilt" {
+		t.Fatalf("list c1: %v %v", l, err)
+	}
+	for _, bad := range []*quiltpb.GarbageCollectIPsRequest{
+		{},
+		{Network: "a b"},
+		{Network: "quilt", GraceSeconds: -1},
+		{Network: "quilt", Valid: []*quiltpb.Attachment{{ContainerId: "c1", InterfaceName: "a/b"}}},
+		{Network: "quilt", Valid: []*quiltpb.Attachment{{ContainerId: "", InterfaceName: "eth0"}}},
+	} {
+		if _, err := adm.GarbageCollectIPs(ctx, bad); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("GC %v: %v", bad, err)
+		}
+	}
+	if svc.IPAM.Count() != 4 {
+		t.Fatalf("refused GCs changed allocations: %v", svc.IPAM.List())
+	}
+	valid := []*quiltpb.Attachment{{ContainerId: "c1", InterfaceName: "eth0"}}
+	if r, err := adm.GarbageCollectIPs(ctx, &quiltpb.GarbageCollectIPsRequest{Network: "quilt", Valid: valid, GraceSeconds: 3600}); err != nil || len(r.Released) != 0 || r.Kept != 3 {
+		t.Fatalf("GC within the grace period: %v %v", r, err)
+	}
+	r, err := adm.GarbageCollectIPs(ctx, &quiltpb.GarbageCollectIPsRequest{Network: "quilt", Valid: valid})
+	if err != nil || len(r.Released) != 2 || r.Kept != 1 || r.Released[0].Ip != eth1.Ip || r.Released[0].InterfaceName != "eth1" || r.Released[1].ContainerId != "c2" {
+		t.Fatalf("GC: %v %v", r, err)
+	}
+	l, _ = adm.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
+	if len(l.Allocations) != 2 || l.Allocations[0].Ip != eth0.Ip || l.Allocations[1].ContainerId != "admin" {
+		t.Fatalf("after GC: %v", l)
+	}
+}
+
 // TestConfigureRefusesRoutedSubnet: a subnet already routed to a peer
 // cannot become this node's.
 func TestConfigureRefusesRoutedSubnet(t *testing.T) {
@@ -168,9 +227,11 @@ func TestResyncAndViews(t *testing.T) {
 		t.Fatalf("status: %v %v", st, err)
 	}
 	rec := httptest.NewRecorder()
-	adm.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m := NewMetrics()
+	m.Observe(adm)
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, line := range []string{"quilt_route_conflicts 1\n", "quilt_routes_desired 4\n", "quilt_routes_installed 3\n", "quilt_helper_up 1\n",
-		`quilt_resync_repairs_total{kind="added"} 1` + "\n", "quilt_resyncs_total 1\n", "# TYPE quilt_resyncs_total counter\n"} {
+		`quilt_resync_repairs_total{kind="added",trigger="resync"} 1` + "\n", "quilt_resyncs_total 1\n", "# TYPE quilt_resyncs_total counter\n"} {
 		if !strings.Contains(rec.Body.String(), line) {
 			t.Errorf("metrics lack %q:\n%s", line, rec.Body.String())
 		}

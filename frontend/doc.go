@@ -15,9 +15,14 @@
 // before any change is acknowledged. Resync compares the desired routes with
 // the helper's list of ours and repairs the difference.
 //
-// Knobs: Config (listen addresses, TLS, the helper socket and its request
-// timeout, the route policy, the state dir, IPAM offsets, the resync
-// interval, the metrics address, the connection limit). gRPC limits:
+// Observability: Metrics, a Prometheus registry of its own (client_golang;
+// no global state) served on the metrics address; channelz
+// (google.golang.org/grpc/admin) and reflection on every gRPC listener.
+//
+// Knobs: Config (listen addresses and the Unix sockets' group, TLS, the
+// helper socket and its request timeout, the route policy, the state dir,
+// IPAM offsets, the resync interval, the metrics address, the connection
+// limit). gRPC limits:
 // MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
 // every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
 // Logs go to the injected *slog.Logger: at INFO what changes something or

@@ -1,85 +1,267 @@
 package frontend
 
 import (
-	"fmt"
+	"context"
+	"errors"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strings"
-	"sync/atomic"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 // SuggestedMetricsAddr is the --metrics-addr the packaged configuration,
 // the flag's help and the README name. Metrics are off unless it is given.
 const SuggestedMetricsAddr = "127.0.0.1:9542"
 
-// resyncCounters are the running totals the metrics report.
+// Repair kinds and triggers: the labels of quilt_resync_repairs_total.
+// kind is what a repair did; trigger what found the difference. Resyncs
+// (periodic, at start, kicked when the helper comes back or its watch asks
+// for one) are TriggerResync; the repairs the helper's route watch makes at
+// once for the routes it reports changed (Service.RepairChanged) are
+// TriggerWatch.
+const (
+	TriggerResync = "resync"
+	TriggerWatch  = "watch"
+
+	RepairAdded   = "added"
+	RepairMoved   = "moved"
+	RepairRemoved = "removed"
+)
+
+// resyncCounters are the resyncs' running totals, a histogram of their
+// durations and the repairs by kind and trigger. The zero value is ready:
+// the metrics are made on first use, and registered by Metrics.Observe.
 type resyncCounters struct {
-	runs, failed, added, moved, removed atomic.Uint64
+	once     sync.Once
+	runs     prometheus.Counter
+	failed   prometheus.Counter
+	repairs  *prometheus.CounterVec
+	duration prometheus.Histogram
 }
 
-func (c *resyncCounters) count(r ResyncResult) {
-	c.runs.Add(1)
-	if !r.OK() {
-		c.failed.Add(1)
-	}
-	c.countRepairs(r)
-}
-
-// countRepairs adds r's repairs, from a resync or from the watch.
-func (c *resyncCounters) countRepairs(r ResyncResult) {
-	c.added.Add(uint64(r.Added))
-	c.moved.Add(uint64(r.Moved))
-	c.removed.Add(uint64(r.Removed))
-}
-
-// MetricsHandler serves the node's state in the Prometheus text format:
-// gauges for the helper, allocations, routes and conflicts, and counters
-// of resyncs and repairs. It is written by hand to keep a metrics library
-// out of the dependency tree.
-func (a *Admin) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		up, _ := a.HelperHealth()
-		capacity := 0
-		if pool, ok := a.IPAM.Pool(); ok {
-			capacity = pool.Capacity()
-		}
-		r := a.LastResync()
-		last := 0.0
-		if !r.Start.IsZero() {
-			last = float64(r.Start.UnixNano()) / 1e9
-		}
-		c := &a.counters
-		for _, m := range []struct {
-			name, kind, help string
-			value            any
-		}{
-			{"quilt_build_info{version=" + fmt.Sprintf("%q", a.Version) + "}", "gauge", "The running version.", 1},
-			{"quilt_helper_up", "gauge", "1 if the route helper answered when last asked.", map[bool]int{true: 1}[up]},
-			{"quilt_ip_allocations", "gauge", "Container addresses allocated.", a.IPAM.Count()},
-			{"quilt_ip_capacity", "gauge", "Addresses in the allocation range (0 before ConfigureNodeSubnet).", capacity},
-			{"quilt_routes_desired", "gauge", "Routes the agent asked for.", a.Routes.Len()},
-			{"quilt_routes_installed", "gauge", "Routes of ours in the kernel at the last resync.", r.Installed},
-			{"quilt_route_conflicts", "gauge", "Desired routes held by a route that is not quilt's (never forced).", a.Conflicts()},
-			{"quilt_routes_adopted", "gauge", "Desired routes adopted from the kernel (the state file was new), not yet confirmed by the agent.", a.Routes.AdoptedLen()},
-			{"quilt_resync_removals_held", "gauge", "Routes of ours the last resync did not remove though nobody asked for them: more than the removal limit.", r.Held},
-			{"quilt_resyncs_total", "counter", "Resyncs run.", c.runs.Load()},
-			{"quilt_resyncs_failed_total", "counter", "Resyncs that left something out of line.", c.failed.Load()},
-			{`quilt_resync_repairs_total{kind="added"}`, "counter", "Routes repaired by resyncs, by kind.", c.added.Load()},
-			{`quilt_resync_repairs_total{kind="moved"}`, "counter", "", c.moved.Load()},
-			{`quilt_resync_repairs_total{kind="removed"}`, "counter", "", c.removed.Load()},
-			{"quilt_resync_last_timestamp_seconds", "gauge", "Start of the last resync, Unix time.", last},
-			{"quilt_resync_last_duration_seconds", "gauge", "Duration of the last resync.", r.Duration.Seconds()},
-			{"quilt_goroutines", "gauge", "Goroutines of the frontend (a leak shows here).", runtime.NumGoroutine()},
-		} {
-			if m.help != "" {
-				base := m.name
-				if i := strings.IndexByte(base, '{'); i >= 0 {
-					base = base[:i]
-				}
-				fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", base, m.help, base, m.kind)
+func (c *resyncCounters) init() {
+	c.once.Do(func() {
+		c.runs = prometheus.NewCounter(prometheus.CounterOpts{Name: "quilt_resyncs_total", Help: "Resyncs run."})
+		c.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "quilt_resyncs_failed_total", Help: "Resyncs that left something out of line."})
+		c.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quilt_resync_repairs_total",
+			Help: "Routes repaired, by what the repair did (kind) and what found the difference (trigger)."}, []string{"kind", "trigger"})
+		for _, kind := range []string{RepairAdded, RepairMoved, RepairRemoved} {
+			for _, trigger := range []string{TriggerResync, TriggerWatch} {
+				c.repairs.WithLabelValues(kind, trigger) // every series from the start, at 0
 			}
-			fmt.Fprintf(w, "%s %v\n", m.name, m.value)
 		}
+		c.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "quilt_resync_duration_seconds",
+			Help: "Duration of each resync: the helper's list and the repairs.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)})
 	})
+}
+
+func (c *resyncCounters) collectors() []prometheus.Collector {
+	c.init()
+	return []prometheus.Collector{c.runs, c.failed, c.repairs, c.duration}
+}
+
+// count records one resync.
+func (c *resyncCounters) count(r ResyncResult) {
+	c.init()
+	c.runs.Inc()
+	if !r.OK() {
+		c.failed.Inc()
+	}
+	c.countRepairs(TriggerResync, r)
+	c.duration.Observe(r.Duration.Seconds())
+}
+
+// countRepairs counts r's repairs, found by trigger: a resync's, or the
+// watch's (RepairChanged).
+func (c *resyncCounters) countRepairs(trigger string, r ResyncResult) {
+	c.repaired(trigger, RepairAdded, r.Added)
+	c.repaired(trigger, RepairMoved, r.Moved)
+	c.repaired(trigger, RepairRemoved, r.Removed)
+}
+
+// repaired counts n repairs of a kind, found by trigger.
+func (c *resyncCounters) repaired(trigger, kind string, n int) {
+	c.init()
+	c.repairs.WithLabelValues(kind, trigger).Add(float64(n))
+}
+
+// Metrics is the frontend's Prometheus registry, its own (no global
+// state): the node's state as gauges, resyncs and repairs, RPCs through
+// the gRPC ecosystem's provider (grpc_server_*) and by code, helper round
+// trips, and the Go runtime's and the process's standard collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+	grpc     *grpcprom.ServerMetrics
+	rpc      *prometheus.HistogramVec // by service, method and code
+	helper   *prometheus.HistogramVec // by op and outcome
+}
+
+// latencyBuckets suit calls that take from tens of microseconds (a round
+// trip to the helper) to seconds (a batch of 65,536 routes).
+var latencyBuckets = prometheus.ExponentialBuckets(0.00005, 4, 11)
+
+// NewMetrics makes the registry with the collectors that need no service.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets(latencyBuckets))),
+		rpc: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "quilt_grpc_server_handling_seconds",
+			Help:    "Duration of each RPC the server handled, by service, method and status code (grpc_server_handling_seconds has no code).",
+			Buckets: latencyBuckets}, []string{"grpc_service", "grpc_method", "grpc_code"}),
+		helper: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "quilt_helper_request_duration_seconds",
+			Help:    "Round trips to the route helper, by operation (hello, apply, list) and outcome (ok, unavailable, error).",
+			Buckets: latencyBuckets}, []string{"op", "outcome"}),
+	}
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), m.grpc, m.rpc, m.helper)
+	return m
+}
+
+// ServerOptions are the interceptors that count and time every RPC.
+func (m *Metrics) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(m.grpc.UnaryServerInterceptor(), m.timeUnary),
+		grpc.ChainStreamInterceptor(m.grpc.StreamServerInterceptor(), m.timeStream),
+	}
+}
+
+// Registered gives every method of the server its series from the start.
+func (m *Metrics) Registered(srv *grpc.Server) { m.grpc.InitializeMetrics(srv) }
+
+func (m *Metrics) timeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.observeRPC(info.FullMethod, start, err)
+	return resp, err
+}
+
+func (m *Metrics) timeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	m.observeRPC(info.FullMethod, start, err)
+	return err
+}
+
+func (m *Metrics) observeRPC(fullMethod string, start time.Time, err error) {
+	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	m.rpc.WithLabelValues(service, method, status.Code(err).String()).Observe(time.Since(start).Seconds())
+}
+
+// Helper wraps a route helper so that each round trip is timed.
+func (m *Metrics) Helper(h RouteHelper) RouteHelper { return &timedHelper{h: h, seconds: m.helper} }
+
+// timedHelper times each call to the route helper it wraps.
+type timedHelper struct {
+	h       RouteHelper
+	seconds *prometheus.HistogramVec
+}
+
+func (t *timedHelper) observe(op string, start time.Time, err error) {
+	outcome := "ok"
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		outcome = "unavailable"
+	case err != nil:
+		outcome = "error"
+	}
+	t.seconds.WithLabelValues(op, outcome).Observe(time.Since(start).Seconds())
+}
+
+func (t *timedHelper) Hello(ctx context.Context) error {
+	start := time.Now()
+	err := t.h.Hello(ctx)
+	t.observe("hello", start, err)
+	return err
+}
+
+// Apply's outcome is the round trip's: unavailable if any change could not
+// be asked, ok otherwise (a route the kernel refused is still an answer).
+func (t *timedHelper) Apply(ctx context.Context, changes []Change) ([]wire.Result, []error) {
+	start := time.Now()
+	res, errs := t.h.Apply(ctx, changes)
+	var err error
+	for _, e := range errs {
+		if errors.Is(e, ErrUnavailable) {
+			err = e
+			break
+		}
+	}
+	t.observe("apply", start, err)
+	return res, errs
+}
+
+func (t *timedHelper) List(ctx context.Context) ([]Route, error) {
+	start := time.Now()
+	routes, err := t.h.List(ctx)
+	t.observe("list", start, err)
+	return routes, err
+}
+
+// Watch passes the helper's watch through, untimed: it lasts as long as
+// its connection, not one round trip.
+func (t *timedHelper) Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error {
+	return t.h.Watch(ctx, report)
+}
+
+// Observe registers the node's state, read at each scrape from the
+// admin's service, and its resync counters.
+func (m *Metrics) Observe(a *Admin) {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.Registry.MustRegister(a.counters.collectors()...)
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quilt_build_info", Help: "The running version.", ConstLabels: prometheus.Labels{"version": a.Version}},
+			func() float64 { return 1 }),
+		gauge("quilt_helper_up", "1 if the route helper answered when last asked.", func() float64 {
+			up, _ := a.HelperHealth()
+			return bit(up)
+		}),
+		gauge("quilt_ip_allocations", "Container addresses allocated.", func() float64 { return float64(a.IPAM.Count()) }),
+		gauge("quilt_ip_capacity", "Addresses in the allocation range (0 before ConfigureNodeSubnet).", func() float64 {
+			if pool, ok := a.IPAM.Pool(); ok {
+				return float64(pool.Capacity())
+			}
+			return 0
+		}),
+		gauge("quilt_routes_desired", "Routes the agent asked for.", func() float64 { return float64(a.Routes.Len()) }),
+		gauge("quilt_routes_installed", "Routes of ours in the kernel at the last resync.", func() float64 { return float64(a.LastResync().Installed) }),
+		gauge("quilt_route_conflicts", "Desired routes held by a route that is not quilt's (never forced).", func() float64 { return float64(a.Conflicts()) }),
+		gauge("quilt_routes_adopted", "Desired routes adopted from the kernel (the state file was new), not yet confirmed by the agent.",
+			func() float64 { return float64(a.Routes.AdoptedLen()) }),
+		gauge("quilt_resync_removals_held", "Routes of ours the last resync did not remove though nobody asked for them: more than the removal limit.",
+			func() float64 { return float64(a.LastResync().Held) }),
+		gauge("quilt_resync_last_timestamp_seconds", "Start of the last resync, Unix time (0 before the first).", func() float64 {
+			if r := a.LastResync(); !r.Start.IsZero() {
+				return float64(r.Start.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+		gauge("quilt_resync_last_duration_seconds", "Duration of the last resync.", func() float64 { return a.LastResync().Duration.Seconds() }),
+		gauge("quilt_goroutines", "Goroutines of the frontend (a leak shows here; go_goroutines says the same).", func() float64 { return float64(runtime.NumGoroutine()) }),
+	)
+}
+
+func bit(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Handler serves the registry in the Prometheus exposition format
+// (promhttp: the text format, or another the scraper asks for).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }

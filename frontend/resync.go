@@ -350,7 +350,7 @@ func (s *Service) RepairChanged(ctx context.Context, changed []netip.Prefix) Res
 		s.repair(ctx, desired, map[netip.Prefix]string{}, &r)
 	}
 	r.Duration = time.Since(r.Start)
-	s.counters.countRepairs(r)
+	s.counters.countRepairs(TriggerWatch, r)
 	// Logged as a resync is: at INFO when it changed something or found
 	// something wrong. Only then is it counted for the summary, as a call
 	// that changed something (or failed); an event whose routes were in

@@ -11,15 +11,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/vsock"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/admin"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -48,6 +52,7 @@ type Config struct {
 	SummaryInterval        time.Duration // between summaries of the route calls; 0: DefaultSummaryInterval
 	AdoptGrace             time.Duration // how long an adopted route may go unconfirmed by a calling agent; 0: DefaultAdoptGrace
 	ResyncMaxRemovals      *RemovalLimit // routes a resync removes unasked; nil: DefaultRemovalLimit
+	SocketGroup            string        // group (name or gid) of unix:// listeners' sockets; empty: the process's own
 	// Helper, if set, is used instead of a HelperClient on HelperSocket:
 	// for a benchmark's single-process baseline, never in the product.
 	Helper  RouteHelper
@@ -116,6 +121,29 @@ func (l Listener) Listen() (net.Listener, error) {
 	return net.Listen("tcp", l.Addr)
 }
 
+// lookupGroup resolves a group name or a numeric gid.
+func lookupGroup(s string) (int, error) {
+	if gid, err := strconv.Atoi(s); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, fmt.Errorf("--grpc-socket-group %s: %w", show(s), err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// hasGroup reports whether the file already has the group (a setgid
+// directory gave it): then no chown is needed.
+func hasGroup(path string, gid int) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Gid) == gid
+}
+
 // serverTLS builds the TLS config: a certificate, and with a CA, mTLS.
 func serverTLS(cfg Config) (*tls.Config, error) {
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
@@ -157,8 +185,10 @@ const (
 )
 
 // NewGRPCServer returns a server with our limits, the QuiltRuntime and
-// QuiltAdmin services, health and reflection.
-func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
+// QuiltAdmin services, health, reflection and the gRPC admin services
+// (channelz, for grpcurl and grpcdebug), and extra options (the metrics'
+// interceptors).
+func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.ServerOption) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
@@ -169,10 +199,15 @@ func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config) *grpc.Server {
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	srv := grpc.NewServer(opts...)
+	srv := grpc.NewServer(append(opts, extra...)...)
 	quiltpb.RegisterQuiltRuntimeServer(srv, adm.Service)
 	quiltpb.RegisterQuiltAdminServer(srv, adm)
 	healthpb.RegisterHealthServer(srv, hs)
+	// Only channelz: CSDS, the other admin service, registers itself only
+	// in binaries that link the xDS packages, which this one does not.
+	if _, err := admin.Register(srv); err != nil {
+		panic(fmt.Sprintf("register gRPC admin services: %v", err)) // channelz's registration returns no error
+	}
 	reflection.Register(srv)
 	return srv
 }
@@ -206,6 +241,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("refusing plaintext gRPC on %s, which is reachable beyond this host: give --tls-cert and --tls-key, or --insecure", a)
 		}
 		lns = append(lns, l)
+	}
+	socketGID := -1
+	if cfg.SocketGroup != "" {
+		if !slices.ContainsFunc(lns, func(l Listener) bool { return l.Network == "unix" }) {
+			return fmt.Errorf("--grpc-socket-group %s needs a unix:///path --grpc-addr", show(cfg.SocketGroup))
+		}
+		if socketGID, err = lookupGroup(cfg.SocketGroup); err != nil {
+			return err
+		}
 	}
 	if cfg.MetricsAddr != "" {
 		if l, err := ParseAddr(cfg.MetricsAddr); err != nil || l.Network != "tcp" || (!l.Loopback() && !cfg.Insecure) {
@@ -246,10 +290,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("state file %s: %w; it was left untouched", store.Path(), err)
 	}
+	if err := store.Migrate(snap); err != nil {
+		return err
+	}
 	cfg.Log.Info("state loaded", "path", store.Path(), "subnet", snap.Subnet, "allocations", len(snap.Allocations), "routes", len(snap.Routes))
 
 	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer client.Close()
+	metrics := NewMetrics()
 	hs := health.NewServer()
 	servingStatus(hs, false)
 	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -268,10 +316,13 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}}
-	helper := reportingHelper{RouteHelper: cmp.Or[RouteHelper](cfg.Helper, client), health: hh, log: cfg.Log}
+	// Every request is timed (metrics) and tells health what it learnt.
+	helper := reportingHelper{RouteHelper: metrics.Helper(cmp.Or[RouteHelper](cfg.Helper, client)), health: hh, log: cfg.Log}
 	svc.Helper = helper
 	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
-	srv := NewGRPCServer(adm, hs, tc)
+	metrics.Observe(adm)
+	srv := NewGRPCServer(adm, hs, tc, metrics.ServerOptions()...)
+	metrics.Registered(srv)
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
 	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, func(err error) { hh.report(err) })
@@ -288,7 +339,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go svc.WatchLoop(bg, kick)
 	go svc.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, DefaultSummaryInterval))
 	if cfg.MetricsAddr != "" {
-		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: adm.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("listen on --metrics-addr %s: %w", cfg.MetricsAddr, err)
@@ -309,6 +360,16 @@ func Run(ctx context.Context, cfg Config) error {
 			from = "own"
 		}
 		fromSystemd[i] = nil // srv closes it from here on
+		// The socket was made 0660 with this process's group; give it the
+		// group of the clients it serves (the container runtime's, for
+		// quilt-ipam). A process may only give its files a group it is in.
+		if l.Network == "unix" && socketGID >= 0 && !hasGroup(l.Addr, socketGID) {
+			if err := os.Chown(l.Addr, -1, socketGID); err != nil {
+				nl.Close()
+				srv.Stop()
+				return fmt.Errorf("--grpc-socket-group %s: %w (the frontend must be a member of the group)", cfg.SocketGroup, err)
+			}
+		}
 		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "socket", from, "tls", tc != nil, "mtls", cfg.TLSCA != "",
 			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))
 		addrs = append(addrs, l.Addr)

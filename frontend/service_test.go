@@ -207,7 +207,7 @@ func TestConfigureNodeSubnet(t *testing.T) {
 		t.Fatal("a new subnet with no allocations must be accepted", r)
 	}
 	for _, id := range []string{"a", "b", "c"} {
-		if _, _, _, err := svc.IPAM.Allocate(id); err != nil {
+		if _, _, _, err := svc.IPAM.Allocate(ipam.Key{ContainerID: id}, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

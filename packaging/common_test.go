@@ -25,7 +25,7 @@ const (
 // allUnits are every unit the package ships.
 var allUnits = []string{frontendUnit, helperUnit, socketUnit, grpcUnit}
 
-// binDir holds quilt-route-helper and quilt-runtime built for this test run,
+// binDir holds quilt-route-helper, quilt-runtime and quilt-ipam built for this test run,
 // in a directory every uid can read.
 var binDir string
 
@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	if err == nil {
 		err = os.Chmod(dir, 0o755)
 	}
-	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime"} {
+	for _, pkg := range []string{"./helper/cmd/quilt-route-helper", "./frontend/cmd/quilt-runtime", "./frontend/cmd/quilt-ipam"} {
 		if err != nil {
 			break
 		}

@@ -26,7 +26,7 @@
 //     terminal, SIGKILL and the next run's sweep) leaves nothing behind;
 //   - deb_test.go: builds the .deb, runs lintian, installs it with dpkg in
 //     a private overlay of / (the host's dpkg database is untouched), then
-//     removes and purges it;
+//     removes and purges it; renders its man pages with `man -l`;
 //   - deps_test.go: make deps' script (dev/deps.sh, dev/deps.txt) against
 //     stand-ins of the commands it looks for and of apt-get.
 //

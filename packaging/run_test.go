@@ -25,14 +25,15 @@ type makeRun struct {
 var runPidRE = regexp.MustCompile(`make run: pid (\d+), namespace (\S+), files in (\S+)`)
 
 // startRun starts argv in the top of the tree, in its own process group,
-// serving on a free loopback port (make run binds 127.0.0.1:50051
-// otherwise), and waits until it serves. It returns the run and the
+// serving gRPC and metrics on free loopback ports (make run binds
+// 127.0.0.1:50051 and 127.0.0.1:9542 otherwise, which runs side by side
+// would share), and waits until it serves. It returns the run and the
 // script's pid, namespace and directory.
 func startRun(t *testing.T, argv ...string) (*makeRun, int, string, string) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "ADDR="+freeLoopback(t), "SANDBOX=1")
+	cmd.Env = append(os.Environ(), "ADDR="+freeLoopback(t), "METRICS_ADDR="+freeLoopback(t), "SANDBOX=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	r := &makeRun{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = r.out, r.out

@@ -37,7 +37,7 @@ func fdName(s *unitFile) string {
 
 // testIDs stand for the units' users and groups on the test host, where
 // the sysusers.d names need not exist. Each user's group has its uid.
-var testIDs = map[string]int{"root": 0, "quilt-route-helper": 64501, "quilt-runtime": 64502, "quilt-route": 64503}
+var testIDs = map[string]int{"root": 0, "quilt-route-helper": 64501, "quilt-runtime": 64502, "quilt-route": 64503, "quilt-cni": 64504}
 
 // nobody has neither the frontend's uid nor the socket's group.
 const nobody = 65534
@@ -263,9 +263,29 @@ func TestUnitsRun(t *testing.T) {
 		feEnv[k] = v
 	}
 	feEnv["QUILT_HELPER_SOCKET"], feEnv["QUILT_STATE_DIR"] = sock, state
-	// quilt-runtime.socket: the gRPC address, made by "systemd" (the test)
-	// in the namespace, passed as fd 3 under its FileDescriptorName=.
+	// Its Unix socket's directory, as tmpfiles.d makes /run/quilt-runtime:
+	// 2750, the frontend's, setgid quilt-cni.
+	tcpAddr, unixAddr, _ := strings.Cut(env["QUILT_GRPC_ADDR"], ",")
+	apiDir := filepath.Join(dir, "api")
+	apiSock := filepath.Join(apiDir, filepath.Base(unixAddr))
+	if filepath.Dir(strings.TrimPrefix(unixAddr, "unix://")) != f.value("Service", "ReadWritePaths") {
+		t.Fatalf("QUILT_GRPC_ADDR %q: the Unix socket is not in ReadWritePaths=: see TestPackagingConsistency", env["QUILT_GRPC_ADDR"])
+	}
+	if err := os.Mkdir(apiDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(apiDir, testID(t, f.value("Service", "User")), testID(t, "quilt-cni"))
+	if err := unix.Chmod(apiDir, 0o2750); err != nil { // os.Chmod would drop the setgid bit written as 0o2000
+		t.Fatal(err)
+	}
+	feEnv["QUILT_GRPC_ADDR"] = tcpAddr + ",unix://" + apiSock
+	// quilt-runtime.socket: the gRPC TCP address, made by "systemd" (the
+	// test) in the namespace, passed as fd 3 under its FileDescriptorName=;
+	// the frontend listens on its Unix socket itself.
 	g := loadUnit(t, grpcUnit)
+	if got := g.value("Socket", "ListenStream"); got != tcpAddr {
+		t.Fatalf("%s listens on %q, QUILT_GRPC_ADDR's TCP address is %q: see TestPackagingConsistency", grpcUnit, got, tcpAddr)
+	}
 	gl, err := netns.Listen(ns, g.value("Socket", "ListenStream"))
 	if err != nil {
 		t.Fatal(err)
@@ -290,8 +310,8 @@ func TestUnitsRun(t *testing.T) {
 	fe := startService(t, ns, f, feEnv, grpcFile, fdName(g))
 	waitFor(t, fe, "READY=1", func() bool { return len(notify.With("READY=1")) > 0 })
 	ready := notify.With("READY=1")[0]
-	if int(ready.Pid) != fe.cmd.Process.Pid || !strings.Contains(ready.Status(), "serving gRPC on "+env["QUILT_GRPC_ADDR"]) || !strings.Contains(ready.Status(), "in sync") {
-		t.Errorf("READY=1 from pid %d (main pid %d) with STATUS=%q; want the main pid, serving the configured address, in sync", ready.Pid, fe.cmd.Process.Pid, ready.Status())
+	if int(ready.Pid) != fe.cmd.Process.Pid || !strings.Contains(ready.Status(), "serving gRPC on "+tcpAddr+", "+apiSock) || !strings.Contains(ready.Status(), "in sync") {
+		t.Errorf("READY=1 from pid %d (main pid %d) with STATUS=%q; want the main pid, serving the configured addresses, in sync", ready.Pid, fe.cmd.Process.Pid, ready.Status())
 	}
 	if !strings.Contains(fe.out.String(), "socket=systemd") {
 		t.Errorf("the frontend did not serve the socket quilt-runtime.socket passed:\n%s", fe.out.String())
@@ -299,7 +319,7 @@ func TestUnitsRun(t *testing.T) {
 
 	// The frontend listens on the configured loopback address, inside the
 	// namespace: a real client dials it there.
-	conn, err := grpc.NewClient("passthrough:///"+env["QUILT_GRPC_ADDR"], grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient("passthrough:///"+tcpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr, 0) }))
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +376,26 @@ func TestUnitsRun(t *testing.T) {
 		t.Errorf("uid %d outside group quilt-route dialing the socket: %v %s; want permission denied", nobody, err, out)
 	}
 
+	// Its Unix socket: its uid, the directory's group, 0660; served to root
+	// (quilt-ipam as the container runtime runs it), refused to others.
+	var st unix.Stat_t
+	if err := unix.Stat(apiSock, &st); err != nil || int(st.Uid) != testID(t, "quilt-runtime") || int(st.Gid) != testID(t, "quilt-cni") || st.Mode&0o7777 != 0o660 {
+		t.Errorf("%s: uid %d gid %d mode %o (%v); want quilt-runtime, quilt-cni, 0660", apiSock, st.Uid, st.Gid, st.Mode&0o7777, err)
+	}
+	uconn, err := grpc.NewClient("unix://"+apiSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uconn.Close()
+	if st, err := quiltpb.NewQuiltAdminClient(uconn).GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil || st.Subnet != "10.42.1.0/24" {
+		t.Errorf("GetStatus over the Unix socket: %v %v", st, err)
+	}
+	cmd = exec.Command("setpriv", "--reuid="+strconv.Itoa(nobody), "--regid="+strconv.Itoa(nobody), "--clear-groups", "--", filepath.Join(binDir, "packaging.test"))
+	cmd.Env = append(os.Environ(), "QUILT_PACKAGING_CHILD=dialstream:"+apiSock)
+	if out, err := cmd.CombinedOutput(); err == nil || cmd.ProcessState.ExitCode() != childDenied {
+		t.Errorf("uid %d outside group quilt-cni dialing the frontend's socket: %v %s; want permission denied", nobody, err, out)
+	}
+
 	// Whatever the frontend wrote in its state directory is its own, 0600.
 	filepath.WalkDir(state, func(path string, d os.DirEntry, err error) error {
 		if err != nil || path == state {
@@ -409,18 +449,20 @@ const (
 )
 
 // child runs the test binary as a small client under another uid. mode is
-// "dial:SOCKET": connect to a SOCK_SEQPACKET socket; or "seccomp:FILE":
+// "dial:SOCKET": connect to a SOCK_SEQPACKET socket; "dialstream:SOCKET":
+// to a SOCK_STREAM one; or "seccomp:FILE":
 // see installFilterAndExec.
 func child(mode string) int {
 	kind, arg, _ := strings.Cut(mode, ":")
 	if kind == "seccomp" {
 		return installFilterAndExec(arg)
 	}
-	if kind != "dial" {
+	network := map[string]string{"dial": "unixpacket", "dialstream": "unix"}[kind]
+	if network == "" {
 		fmt.Fprintln(os.Stderr, "unknown child mode", mode)
 		return childFailed
 	}
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: arg, Net: "unixpacket"})
+	c, err := net.DialUnix(network, nil, &net.UnixAddr{Name: arg, Net: network})
 	if errors.Is(err, unix.EACCES) {
 		return childDenied
 	}

@@ -1,6 +1,7 @@
 package packaging_test
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/cniipam"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure a service
@@ -197,9 +199,10 @@ func TestUnitsHardening(t *testing.T) {
 	eq(f, "IPAddressAllow", "localhost")
 	eq(f, "StateDirectory", "quilt-runtime")
 	eq(f, "StateDirectoryMode", "0700")
+	eq(f, "ReadWritePaths", "/run/quilt-runtime") // its Unix socket's directory
 	for _, key := range writablePathKeys {
-		if key != "StateDirectory" && f.has("Service", key) {
-			t.Errorf("%s: %s= is set: the state directory must be the only writable path", f.name, key)
+		if key != "StateDirectory" && key != "ReadWritePaths" && f.has("Service", key) {
+			t.Errorf("%s: %s= is set: the state directory and the socket's directory must be the only writable paths", f.name, key)
 		}
 	}
 
@@ -268,14 +271,41 @@ func TestPackagingConsistency(t *testing.T) {
 	if got, want := env["QUILT_STATE_DIR"], "/var/lib/"+f.value("Service", "StateDirectory"); got != want {
 		t.Errorf("QUILT_STATE_DIR=%q but the frontend may write only %q", got, want)
 	}
-	if got, want := loadUnit(t, grpcUnit).values("Socket", "ListenStream"), strings.Split(env["QUILT_GRPC_ADDR"], ","); !slices.Equal(got, want) {
-		t.Errorf("%s listens on %q but QUILT_GRPC_ADDR is %q: the frontend refuses a passed socket no --grpc-addr names", grpcUnit, got, want)
-	}
+	var unixSocket string
+	var tcpAddrs []string
 	for _, addr := range strings.Split(env["QUILT_GRPC_ADDR"], ",") {
+		if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+			unixSocket = path
+			continue
+		}
+		tcpAddrs = append(tcpAddrs, addr)
 		ap, err := netip.ParseAddrPort(addr)
 		if err != nil || !ap.Addr().IsLoopback() {
 			t.Errorf("QUILT_GRPC_ADDR %q: want a loopback host:port, as IPAddressAllow=localhost allows no other", addr)
 		}
+	}
+	// systemd holds every TCP address (the agent's); the frontend makes its
+	// Unix socket itself, in its setgid directory.
+	if got := loadUnit(t, grpcUnit).values("Socket", "ListenStream"); !slices.Equal(got, tcpAddrs) {
+		t.Errorf("%s listens on %q but QUILT_GRPC_ADDR's TCP addresses are %q: the frontend refuses a passed socket no --grpc-addr names", grpcUnit, got, tcpAddrs)
+	}
+	// The Unix socket: where quilt-ipam looks by default and the example
+	// conflist says, in the one directory the unit may write besides its
+	// state, which tmpfiles.d makes setgid quilt-cni.
+	if unixSocket != cniipam.DefaultSocket || filepath.Dir(unixSocket) != f.value("Service", "ReadWritePaths") {
+		t.Errorf("QUILT_GRPC_ADDR's Unix socket %q: want quilt-ipam's default %s, in the unit's ReadWritePaths=%s", unixSocket, cniipam.DefaultSocket, f.value("Service", "ReadWritePaths"))
+	}
+	var example struct {
+		Plugins []struct {
+			IPAM struct{ Type, Socket string } `json:"ipam"`
+		} `json:"plugins"`
+	}
+	b, err := os.ReadFile("cni/10-quilt.conflist")
+	if err == nil {
+		err = json.Unmarshal(b, &example)
+	}
+	if err != nil || len(example.Plugins) != 1 || example.Plugins[0].IPAM.Type != "quilt-ipam" || example.Plugins[0].IPAM.Socket != unixSocket {
+		t.Errorf("cni/10-quilt.conflist: %+v %v; want quilt-ipam on %s", example, err, unixSocket)
 	}
 	argv, err := execArgv(h.value("Service", "ExecStart"), env)
 	if err != nil {
@@ -336,6 +366,9 @@ func TestPackagingConsistency(t *testing.T) {
 		t.Errorf("tmpfiles.d must create the socket's directory")
 	}
 	fu := f.value("Service", "User")
+	if !has(tmpfiles, "d", filepath.Dir(unixSocket), "2750", fu, "quilt-cni") || !has(sysusers, "g", "quilt-cni") {
+		t.Errorf("tmpfiles.d must create %s 2750 %s quilt-cni, and sysusers.d the group", filepath.Dir(unixSocket), fu)
+	}
 	if !has(tmpfiles, "d", env["QUILT_STATE_DIR"], "0700", fu, fu) {
 		t.Errorf("tmpfiles.d must create %s 0700 %s %s", env["QUILT_STATE_DIR"], fu, fu)
 	}
@@ -348,7 +381,7 @@ func TestCopyrightCoversModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"))
+	out := run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"), filepath.Join(binDir, "quilt-ipam"))
 	seen := 0
 	for _, line := range strings.Split(out, "\n") {
 		w := strings.Fields(line)

@@ -45,7 +45,10 @@ type cluster struct {
 	dir      string // binaries, sockets, state directories, logs
 	helper   string // binaries inside dir
 	frontend string
-	underlay string // the underlay namespace
+	// CNI: the plugins' directory (bridge, quilt-ipam), cnitool, and what
+	// cnitool's mount namespace sees as /var/lib (its result cache).
+	cniPath, cnitoolBin, varlib string
+	underlay                    string // the underlay namespace
 
 	mu         sync.Mutex
 	namespaces []string // in creation order
@@ -65,7 +68,10 @@ type node struct {
 	gateway     netip.Addr   // 10.42.N.1, on quilt0
 	helperUID   int
 	frontendUID int
-	socketGID   int // the helper socket's group; the frontend is a member
+	socketGID   int    // the helper socket's group; the frontend is a member
+	cniGID      int    // the container runtime's group: its socket's group; the frontend is a member
+	runtimeSock string // the frontend's Unix socket, for quilt-ipam
+	netconf     string // the node's CNI configuration directory (NETCONFPATH)
 	dir         string
 	socket      string
 	stateDir    string
@@ -109,7 +115,15 @@ func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 		return nil, err
 	}
 	c.helper, c.frontend = filepath.Join(c.dir, "quilt-route-helper"), filepath.Join(c.dir, "quilt-runtime")
-	for src, dst := range map[string]string{cfg.HelperBin: c.helper, cfg.FrontendBin: c.frontend} {
+	c.cniPath, c.cnitoolBin, c.varlib = filepath.Join(c.dir, "cni-bin"), filepath.Join(c.dir, "cnitool"), filepath.Join(c.dir, "varlib")
+	for _, d := range []string{c.cniPath, filepath.Join(c.varlib, "cni")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			os.RemoveAll(c.dir)
+			return nil, err
+		}
+	}
+	for src, dst := range map[string]string{cfg.HelperBin: c.helper, cfg.FrontendBin: c.frontend, cfg.IPAMBin: filepath.Join(c.cniPath, "quilt-ipam"),
+		filepath.Join(cfg.CNIBin, "bridge"): filepath.Join(c.cniPath, "bridge"), filepath.Join(cfg.CNIBin, "cnitool"): c.cnitoolBin} {
 		if err := copyFile(src, dst, 0o755); err != nil {
 			os.RemoveAll(c.dir)
 			return nil, fmt.Errorf("copy %s: %w", src, err)
@@ -187,6 +201,7 @@ func (c *cluster) addNode(ctx context.Context, idx int) (*node, error) {
 		helperUID:   nobody,
 		frontendUID: 64000 + idx,
 		socketGID:   64100 + idx,
+		cniGID:      64200 + idx,
 	}
 	c.mu.Lock()
 	c.nodes = append(c.nodes, n)

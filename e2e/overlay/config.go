@@ -12,6 +12,10 @@ type Config struct {
 	// quilt-runtime. They are copied to a directory every uid can read, so
 	// they may live anywhere root can read.
 	HelperBin, FrontendBin string
+	// IPAMBin is the built quilt-ipam; CNIBin the directory holding the
+	// reference bridge plugin and cnitool (make cni-tools puts them in
+	// bin/cni). They are copied as the other binaries are.
+	IPAMBin, CNIBin string
 	// ResyncInterval is each frontend's --resync-interval; the heal check
 	// allows one interval plus HealSlack. Default 1s.
 	ResyncInterval time.Duration

@@ -18,7 +18,12 @@
 //     the node's IPAM (QuiltAdmin.AllocateIP) and a default route via the
 //     gateway, running a small TCP echo server;
 //   - an agent stand-in that calls QuiltRuntime over gRPC as the Quilt Mesh
-//     agent does, and writes the all-zero VXLAN FDB entries itself.
+//     agent does, and writes the all-zero VXLAN FDB entries itself;
+//   - per node, a container made as a CNI runtime makes it: the reference
+//     cnitool runs the reference bridge plugin on quilt0 with quilt-ipam
+//     (Config.IPAMBin, Config.CNIBin), against the frontend's Unix socket;
+//     cnitool's result cache is the run's directory, mounted over /var/lib
+//     in a mount namespace of its own.
 //
 // Run drives the scenario step by step and checks each step against the
 // kernel and against real TCP connections; the e2e test and the quilt-demo

@@ -112,8 +112,10 @@ func classify(err error) Outcome {
 const matrixTimeout = 3 * time.Second
 
 // matrix probes from every container to every other one, all at once.
-func (c *cluster) matrix(ctx context.Context) *Matrix {
-	all := c.allContainers()
+func (c *cluster) matrix(ctx context.Context) *Matrix { return c.matrixOf(ctx, c.allContainers()) }
+
+// matrixOf probes from each of the containers to every other one of them.
+func (c *cluster) matrixOf(ctx context.Context, all []*container) *Matrix {
 	m := &Matrix{}
 	for _, ct := range all {
 		m.Containers = append(m.Containers, ct.id)

@@ -112,6 +112,8 @@ func (c *cluster) prepareNode(n *node) error {
 	n.dir = filepath.Join(c.dir, n.name)
 	n.socket = filepath.Join(n.dir, "run", "route-helper.sock")
 	n.stateDir = filepath.Join(n.dir, "state")
+	n.runtimeSock = filepath.Join(n.dir, "api", "runtime.sock")
+	n.netconf = filepath.Join(n.dir, "net.d")
 	for _, d := range []struct {
 		path     string
 		uid, gid int
@@ -120,6 +122,8 @@ func (c *cluster) prepareNode(n *node) error {
 		{n.dir, 0, 0, 0o755},
 		{filepath.Dir(n.socket), n.helperUID, n.socketGID, 0o750},
 		{n.stateDir, n.frontendUID, n.frontendUID, 0o700},
+		{filepath.Dir(n.runtimeSock), n.frontendUID, n.frontendUID, 0o755},
+		{n.netconf, 0, 0, 0o755},
 	} {
 		if err := os.Mkdir(d.path, d.mode); err != nil {
 			return err
@@ -131,7 +135,7 @@ func (c *cluster) prepareNode(n *node) error {
 			return err
 		}
 	}
-	return nil
+	return writeConflist(n)
 }
 
 // startHelper starts quilt-route-helper in the node's namespace as it runs
@@ -157,9 +161,9 @@ func (c *cluster) startHelper(ctx context.Context, n *node) error {
 // waits until it reports SERVING (its helper answers).
 func (c *cluster) startFrontend(ctx context.Context, n *node) error {
 	p, err := c.start(n, "frontend",
-		"setpriv", fmt.Sprintf("--reuid=%d", n.frontendUID), fmt.Sprintf("--regid=%d", n.frontendUID), fmt.Sprintf("--groups=%d", n.socketGID),
+		"setpriv", fmt.Sprintf("--reuid=%d", n.frontendUID), fmt.Sprintf("--regid=%d", n.frontendUID), fmt.Sprintf("--groups=%d,%d", n.socketGID, n.cniGID),
 		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-		c.frontend, "--grpc-addr", grpcAddr, "--helper-socket", n.socket,
+		c.frontend, "--grpc-addr", grpcAddr, "--grpc-addr", "unix://"+n.runtimeSock, "--grpc-socket-group", fmt.Sprint(n.cniGID), "--helper-socket", n.socket,
 		"--state-dir", n.stateDir, "--resync-interval", c.cfg.ResyncInterval.String())
 	if err != nil {
 		return err

@@ -108,9 +108,10 @@ func (s *scenario) run(ctx context.Context) error {
 		{"containers", "4. Two containers per node, addressed by the node's IPAM", explainContainers, s.containers},
 		{"isolated", "5. Before any route: containers reach only their own node", explainIsolated, s.isolated},
 		{"inject", "6. The agent injects a route to every peer", explainInject, s.inject},
-		{"leave", "7. Node 3 leaves", explainLeave, s.leave},
-		{"restart", "8. SIGKILL and restart node 2's helper and frontend", explainRestart, s.restart},
-		{"heal", "9. Flush node 2's routes: the frontend heals them", explainHeal, s.heal},
+		{"cni", "7. A container runtime's containers: cnitool, the reference bridge plugin and quilt-ipam", explainCNI, s.cni},
+		{"leave", "8. Node 3 leaves", explainLeave, s.leave},
+		{"restart", "9. SIGKILL and restart node 2's helper and frontend", explainRestart, s.restart},
+		{"heal", "10. Flush node 2's routes: the frontend heals them", explainHeal, s.heal},
 	} {
 		if err := s.step(ctx, st.name, st.title, st.explain, st.f); err != nil {
 			return err

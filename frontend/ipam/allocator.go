@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 )
@@ -17,20 +18,91 @@ var (
 	ErrNoSubnet    = errors.New("this node has no subnet yet: the agent's ConfigureNodeSubnet comes first")
 	ErrSubnetInUse = errors.New("container IPs are live in the current subnet")
 	ErrContainerID = errors.New("is not a valid container ID (1-128 bytes of A-Z a-z 0-9 _ . -, starting with a letter or digit)")
+	ErrIfname      = errors.New("is not a valid interface name (1-15 bytes of printable ASCII other than / and :, not . or ..)")
+	ErrNetwork     = errors.New("is not a valid CNI network name (1-128 bytes of A-Z a-z 0-9 _ . -, starting with a letter or digit)")
 )
 
-// MaxIDLen is the longest container ID accepted.
+// MaxIDLen is the longest container ID, and the longest network name,
+// accepted.
 const MaxIDLen = 128
+
+// MaxIfnameLen is the longest interface name: the kernel's IFNAMSIZ less
+// its NUL.
+const MaxIfnameLen = 15
+
+// nameChars are the characters CNI allows in container IDs and network
+// names.
+const nameChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+
+// isName reports whether s is 1 to MaxIDLen of nameChars, not starting
+// with punctuation.
+func isName(s string) bool {
+	return s != "" && len(s) <= MaxIDLen && strings.IndexByte("_.-", s[0]) < 0 && strings.TrimLeft(s, nameChars) == ""
+}
 
 // CheckID reports whether id is a container ID: the characters CNI
 // allows, bounded in length so it stays a small key and one log field.
 func CheckID(id string) error {
-	ok := id != "" && len(id) <= MaxIDLen && strings.IndexByte("_.-", id[0]) < 0 &&
-		strings.TrimLeft(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == ""
-	if ok {
+	if isName(id) {
 		return nil
 	}
 	return fmt.Errorf("container_id %s %w", quote.Value(id), ErrContainerID)
+}
+
+// CheckNetwork reports whether name is a CNI network name; empty means
+// none (an allocation made through QuiltAdmin without one).
+func CheckNetwork(name string) error {
+	if name == "" || isName(name) {
+		return nil
+	}
+	return fmt.Errorf("network %s %w", quote.Value(name), ErrNetwork)
+}
+
+// CheckIfname reports whether name can be a Linux interface name; empty
+// means none (an allocation for the container as a whole, as QuiltAdmin
+// gives without an interface).
+func CheckIfname(name string) error {
+	ok := len(name) <= MaxIfnameLen && name != "." && name != ".."
+	for i := 0; ok && i < len(name); i++ {
+		ok = name[i] > ' ' && name[i] < 0x7f && name[i] != '/' && name[i] != ':'
+	}
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("interface_name %s %w", quote.Value(name), ErrIfname)
+}
+
+// Key names one allocation: an interface of a container. CNI allocates
+// per container ID and interface name, so one container with two
+// interfaces has two addresses; an empty Ifname is the container's one
+// address given through QuiltAdmin without an interface.
+type Key struct {
+	ContainerID string
+	Ifname      string
+}
+
+// Check reports whether both halves of the key are valid.
+func (k Key) Check() error {
+	if err := CheckID(k.ContainerID); err != nil {
+		return err
+	}
+	return CheckIfname(k.Ifname)
+}
+
+// String is "container/interface", or the container ID alone.
+func (k Key) String() string {
+	if k.Ifname == "" {
+		return k.ContainerID
+	}
+	return k.ContainerID + "/" + k.Ifname
+}
+
+// Allocation is one interface's address, and the CNI network that asked
+// for it (empty when it came through QuiltAdmin without one).
+type Allocation struct {
+	Key
+	IP      netip.Addr
+	Network string
 }
 
 // Store makes the allocator's changes durable. Each call returns only
@@ -38,16 +110,18 @@ func CheckID(id string) error {
 type Store interface {
 	// SetSubnet records a new node subnet (no allocation may be live).
 	SetSubnet(netip.Prefix) error
-	// PutAllocation records an allocation and that ip was handed out last.
-	PutAllocation(id string, ip netip.Addr) error
-	// DeleteAllocation forgets an allocation.
-	DeleteAllocation(id string) error
+	// PutAllocation records an allocation and that its address was handed
+	// out last.
+	PutAllocation(Allocation) error
+	// DeleteAllocations forgets allocations, all in one change.
+	DeleteAllocations(...Key) error
 }
 
-// Allocation is one container's address.
-type Allocation struct {
-	ContainerID string
-	IP          netip.Addr
+// entry is a live allocation in memory.
+type entry struct {
+	ip      netip.Addr
+	network string
+	since   time.Time // when it was made, or loaded at start: the garbage collector's grace runs from here
 }
 
 // Allocator hands out the node subnet's addresses. It is safe for
@@ -55,20 +129,22 @@ type Allocation struct {
 type Allocator struct {
 	offsets Offsets
 	store   Store
+	now     func() time.Time
 
-	mu   sync.Mutex
-	pool Pool // zero until a subnet is configured
-	byID map[string]netip.Addr
-	byIP map[netip.Addr]string
-	last netip.Addr // handed out most recently
+	mu    sync.Mutex
+	pool  Pool // zero until a subnet is configured
+	byKey map[Key]entry
+	byIP  map[netip.Addr]Key
+	last  netip.Addr // handed out most recently
 }
 
 // NewAllocator returns an allocator resuming from saved state: the subnet
 // (invalid if none yet), the live allocations and the last address handed
-// out. Saved allocations outside the subnet, or two containers with one
-// address, mean the state is corrupt.
+// out. Saved allocations outside the subnet, or two interfaces with one
+// address, mean the state is corrupt. Saved allocations count as made now
+// for Collect's grace period: their age is not saved.
 func NewAllocator(o Offsets, s Store, subnet netip.Prefix, allocs []Allocation, last netip.Addr) (*Allocator, error) {
-	a := &Allocator{offsets: o, store: s, byID: map[string]netip.Addr{}, byIP: map[netip.Addr]string{}, last: last}
+	a := &Allocator{offsets: o, store: s, now: time.Now, byKey: map[Key]entry{}, byIP: map[netip.Addr]Key{}, last: last}
 	if !subnet.IsValid() {
 		if len(allocs) > 0 {
 			return nil, fmt.Errorf("%d allocations are saved but no subnet", len(allocs))
@@ -79,17 +155,21 @@ func NewAllocator(o Offsets, s Store, subnet netip.Prefix, allocs []Allocation, 
 	if a.pool, err = NewPool(subnet, o); err != nil {
 		return nil, err
 	}
+	loaded := a.now()
 	for _, al := range allocs {
-		if err := CheckID(al.ContainerID); err != nil {
+		if err := errors.Join(al.Key.Check(), CheckNetwork(al.Network)); err != nil {
 			return nil, fmt.Errorf("saved allocation: %w", err)
 		}
 		if !subnet.Contains(al.IP) || al.IP == subnet.Addr() || al.IP == a.pool.Gateway {
-			return nil, fmt.Errorf("saved allocation of %s for container %q is not a host address of subnet %v other than the gateway", al.IP, al.ContainerID, subnet)
+			return nil, fmt.Errorf("saved allocation of %s for %q is not a host address of subnet %v other than the gateway", al.IP, al.Key, subnet)
 		}
 		if other, dup := a.byIP[al.IP]; dup {
-			return nil, fmt.Errorf("saved allocations give %s to both container %q and %q", al.IP, other, al.ContainerID)
+			return nil, fmt.Errorf("saved allocations give %s to both %q and %q", al.IP, other, al.Key)
 		}
-		a.byID[al.ContainerID], a.byIP[al.IP] = al.IP, al.ContainerID
+		if _, dup := a.byKey[al.Key]; dup {
+			return nil, fmt.Errorf("saved allocations give %q two addresses", al.Key)
+		}
+		a.byKey[al.Key], a.byIP[al.IP] = entry{al.IP, al.Network, loaded}, al.Key
 	}
 	return a, nil
 }
@@ -105,7 +185,7 @@ func (a *Allocator) Pool() (Pool, bool) {
 func (a *Allocator) Count() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.byID)
+	return len(a.byKey)
 }
 
 // SetSubnet makes subnet the node's, if it is not already. It refuses to
@@ -121,9 +201,9 @@ func (a *Allocator) SetSubnet(subnet netip.Prefix) (changed bool, err error) {
 	switch {
 	case subnet == a.pool.Subnet:
 		return false, nil
-	case len(a.byID) > 0:
+	case len(a.byKey) > 0:
 		return false, fmt.Errorf("subnet %v: this node already allocates from %v and %d container IPs are live; release them first (%w)",
-			subnet, a.pool.Subnet, len(a.byID), ErrSubnetInUse)
+			subnet, a.pool.Subnet, len(a.byKey), ErrSubnetInUse)
 	}
 	if err := a.store.SetSubnet(subnet); err != nil {
 		return false, err
@@ -132,10 +212,12 @@ func (a *Allocator) SetSubnet(subnet netip.Prefix) (changed bool, err error) {
 	return true, nil
 }
 
-// Allocate returns the container's address, handing out the next free one
-// if it has none. existing says it already had it.
-func (a *Allocator) Allocate(id string) (ip netip.Addr, pool Pool, existing bool, err error) {
-	if err := CheckID(id); err != nil {
+// Allocate returns the interface's address, handing out the next free one
+// if it has none, on behalf of a CNI network (empty: none). existing says
+// it already had it; an existing allocation keeps the network it was
+// made for.
+func (a *Allocator) Allocate(k Key, network string) (ip netip.Addr, pool Pool, existing bool, err error) {
+	if err := errors.Join(k.Check(), CheckNetwork(network)); err != nil {
 		return netip.Addr{}, Pool{}, false, err
 	}
 	a.mu.Lock()
@@ -143,50 +225,91 @@ func (a *Allocator) Allocate(id string) (ip netip.Addr, pool Pool, existing bool
 	if !a.pool.Subnet.IsValid() {
 		return netip.Addr{}, Pool{}, false, ErrNoSubnet
 	}
-	if ip, ok := a.byID[id]; ok {
-		return ip, a.pool, true, nil
+	if e, ok := a.byKey[k]; ok {
+		return e.ip, a.pool, true, nil
 	}
 	ip, err = a.pool.next(a.last, func(x netip.Addr) bool { _, used := a.byIP[x]; return used })
 	if err != nil {
 		return netip.Addr{}, Pool{}, false, err
 	}
-	if err := a.store.PutAllocation(id, ip); err != nil {
+	if err := a.store.PutAllocation(Allocation{Key: k, IP: ip, Network: network}); err != nil {
 		return netip.Addr{}, Pool{}, false, err
 	}
-	a.byID[id], a.byIP[ip], a.last = ip, id, ip
+	a.byKey[k], a.byIP[ip], a.last = entry{ip, network, a.now()}, k, ip
 	return ip, a.pool, false, nil
 }
 
-// Release frees the container's address. Releasing a container that has
-// none changes nothing and is not an error: released is false.
-func (a *Allocator) Release(id string) (ip netip.Addr, released bool, err error) {
-	if err := CheckID(id); err != nil {
+// Release frees the interface's address. Releasing one that has none
+// changes nothing and is not an error: released is false.
+func (a *Allocator) Release(k Key) (ip netip.Addr, released bool, err error) {
+	if err := k.Check(); err != nil {
 		return netip.Addr{}, false, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ip, ok := a.byID[id]
+	e, ok := a.byKey[k]
 	if !ok {
 		return netip.Addr{}, false, nil
 	}
-	if err := a.store.DeleteAllocation(id); err != nil {
+	if err := a.store.DeleteAllocations(k); err != nil {
 		return netip.Addr{}, false, err
 	}
-	delete(a.byID, id)
-	delete(a.byIP, ip)
-	return ip, true, nil
+	a.forget(k, e)
+	return e.ip, true, nil
+}
+
+func (a *Allocator) forget(k Key, e entry) {
+	delete(a.byKey, k)
+	delete(a.byIP, e.ip)
+}
+
+// Collect releases, in one change, every allocation of the CNI network
+// whose key is not in keep and that was made before notAfter: CNI's GC,
+// where keep is every attachment the container runtime still knows and
+// the grace period before now protects an ADD the runtime's list may not
+// show yet. Allocations of other networks, and those made without one,
+// are never collected. It returns what it released, ordered by address.
+func (a *Allocator) Collect(network string, keep map[Key]bool, notAfter time.Time) ([]Allocation, error) {
+	if err := CheckNetwork(network); err != nil || network == "" {
+		return nil, cmp.Or(err, fmt.Errorf("network %s %w", quote.Value(network), ErrNetwork))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var stale []Allocation
+	var keys []Key
+	for k, e := range a.byKey {
+		if e.network == network && !keep[k] && !e.since.After(notAfter) {
+			stale = append(stale, Allocation{k, e.ip, e.network})
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	if err := a.store.DeleteAllocations(keys...); err != nil {
+		return nil, err
+	}
+	for _, al := range stale {
+		a.forget(al.Key, a.byKey[al.Key])
+	}
+	sortAllocations(stale)
+	return stale, nil
 }
 
 // List returns the live allocations, ordered by address.
 func (a *Allocator) List() []Allocation {
 	a.mu.Lock()
-	out := make([]Allocation, 0, len(a.byID))
-	for id, ip := range a.byID {
-		out = append(out, Allocation{id, ip})
+	out := make([]Allocation, 0, len(a.byKey))
+	for k, e := range a.byKey {
+		out = append(out, Allocation{k, e.ip, e.network})
 	}
 	a.mu.Unlock()
-	slices.SortFunc(out, func(x, y Allocation) int {
-		return cmp.Or(x.IP.Compare(y.IP), strings.Compare(x.ContainerID, y.ContainerID))
-	})
+	sortAllocations(out)
 	return out
+}
+
+func sortAllocations(s []Allocation) {
+	slices.SortFunc(s, func(x, y Allocation) int {
+		return cmp.Or(x.IP.Compare(y.IP), strings.Compare(x.Key.String(), y.Key.String()))
+	})
 }

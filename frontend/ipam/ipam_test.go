@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memStore records what the allocator saves and can be told to fail. Unit
@@ -29,23 +30,25 @@ func (m *memStore) SetSubnet(p netip.Prefix) error {
 	return nil
 }
 
-func (m *memStore) PutAllocation(id string, ip netip.Addr) error {
+func (m *memStore) PutAllocation(al Allocation) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
 	}
-	m.allocs[id], m.last = ip, ip
+	m.allocs[al.Key.String()], m.last = al.IP, al.IP
 	return nil
 }
 
-func (m *memStore) DeleteAllocation(id string) error {
+func (m *memStore) DeleteAllocations(keys ...Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
 	}
-	delete(m.allocs, id)
+	for _, k := range keys {
+		delete(m.allocs, k.String())
+	}
 	return nil
 }
 
@@ -66,7 +69,7 @@ func newAlloc(t *testing.T, o Offsets) (*Allocator, *memStore) {
 
 func mustAlloc(t *testing.T, a *Allocator, id string) netip.Addr {
 	t.Helper()
-	ip, _, _, err := a.Allocate(id)
+	ip, _, _, err := a.Allocate(Key{ContainerID: id}, "")
 	if err != nil {
 		t.Fatalf("allocate %s: %v", id, err)
 	}
@@ -166,17 +169,17 @@ func TestAllocateIdempotentAndRelease(t *testing.T) {
 	if ip1.String() != "10.42.1.10" {
 		t.Fatalf("first address %v, want 10.42.1.10 as the request document shows", ip1)
 	}
-	ip, pool, existing, err := a.Allocate("c1")
+	ip, pool, existing, err := a.Allocate(Key{ContainerID: "c1"}, "")
 	if err != nil || ip != ip1 || !existing || pool.Gateway.String() != "10.42.1.1" || pool.Subnet != subnet1 {
 		t.Fatalf("again: %v %+v %v %v", ip, pool, existing, err)
 	}
 	if ip2 := mustAlloc(t, a, "c2"); ip2.String() != "10.42.1.11" {
 		t.Fatalf("second address %v", ip2)
 	}
-	if got, ok, err := a.Release("c1"); err != nil || !ok || got != ip1 {
+	if got, ok, err := a.Release(Key{ContainerID: "c1"}); err != nil || !ok || got != ip1 {
 		t.Fatalf("release: %v %v %v", got, ok, err)
 	}
-	if _, ok, err := a.Release("c1"); err != nil || ok {
+	if _, ok, err := a.Release(Key{ContainerID: "c1"}); err != nil || ok {
 		t.Fatalf("release twice: %v %v", ok, err)
 	}
 	if _, ok := st.allocs["c1"]; ok || len(st.allocs) != 1 {
@@ -198,15 +201,15 @@ func TestExhaustionAndWrap(t *testing.T) {
 			t.Fatalf("c%d got %v want %s", i, ip, want)
 		}
 	}
-	_, _, _, err := a.Allocate("c3")
+	_, _, _, err := a.Allocate(Key{ContainerID: "c3"}, "")
 	if !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "10.42.1.0/24") || !strings.Contains(err.Error(), "10.42.1.10-10.42.1.12") {
 		t.Fatalf("exhausted: %v", err)
 	}
 	// Still idempotent when full; a release makes room and wraps to it.
-	if _, _, existing, err := a.Allocate("c1"); err != nil || !existing {
+	if _, _, existing, err := a.Allocate(Key{ContainerID: "c1"}, ""); err != nil || !existing {
 		t.Fatalf("existing when full: %v", err)
 	}
-	a.Release("c1")
+	a.Release(Key{ContainerID: "c1"})
 	if ip := mustAlloc(t, a, "c3"); ip.String() != "10.42.1.11" {
 		t.Fatalf("after wrap: %v", ip)
 	}
@@ -223,8 +226,8 @@ func TestSubnetChanges(t *testing.T) {
 	if !errors.Is(err, ErrSubnetInUse) || !strings.Contains(err.Error(), "10.42.1.0/24") || !strings.Contains(err.Error(), "2 container IPs") {
 		t.Fatalf("move with live allocations: %v", err)
 	}
-	a.Release("c1")
-	a.Release("c2")
+	a.Release(Key{ContainerID: "c1"})
+	a.Release(Key{ContainerID: "c2"})
 	if changed, err := a.SetSubnet(netip.MustParsePrefix("10.42.7.0/24")); err != nil || !changed || st.subnet.String() != "10.42.7.0/24" {
 		t.Fatalf("move when empty: %v %v %v", changed, err, st.subnet)
 	}
@@ -238,10 +241,10 @@ func TestNoSubnet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := a.Allocate("c1"); !errors.Is(err, ErrNoSubnet) {
+	if _, _, _, err := a.Allocate(Key{ContainerID: "c1"}, ""); !errors.Is(err, ErrNoSubnet) {
 		t.Fatalf("allocate before a subnet: %v", err)
 	}
-	if _, _, _, err := a.Allocate("bad id"); !errors.Is(err, ErrContainerID) {
+	if _, _, _, err := a.Allocate(Key{ContainerID: "bad id"}, ""); !errors.Is(err, ErrContainerID) {
 		t.Fatalf("a bad ID is refused first: %v", err)
 	}
 }
@@ -251,10 +254,10 @@ func TestStoreFailureChangesNothing(t *testing.T) {
 	a, st := newAlloc(t, DefaultOffsets)
 	mustAlloc(t, a, "c1")
 	st.fail = errors.New("disk full")
-	if _, _, _, err := a.Allocate("c2"); err == nil {
+	if _, _, _, err := a.Allocate(Key{ContainerID: "c2"}, ""); err == nil {
 		t.Fatal("allocation acknowledged without being saved")
 	}
-	if _, _, err := a.Release("c1"); err == nil {
+	if _, _, err := a.Release(Key{ContainerID: "c1"}); err == nil {
 		t.Fatal("release acknowledged without being saved")
 	}
 	st.fail = nil
@@ -264,7 +267,7 @@ func TestStoreFailureChangesNothing(t *testing.T) {
 }
 
 func TestResume(t *testing.T) {
-	saved := []Allocation{{"c1", netip.MustParseAddr("10.42.1.10")}, {"c2", netip.MustParseAddr("10.42.1.200")}}
+	saved := []Allocation{{Key: Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.1.10")}, {Key: Key{ContainerID: "c2"}, IP: netip.MustParseAddr("10.42.1.200")}}
 	a, err := NewAllocator(DefaultOffsets, &memStore{allocs: map[string]netip.Addr{}}, subnet1, saved, netip.MustParseAddr("10.42.1.200"))
 	if err != nil {
 		t.Fatal(err)
@@ -272,15 +275,18 @@ func TestResume(t *testing.T) {
 	if ip := mustAlloc(t, a, "c3"); ip.String() != "10.42.1.201" {
 		t.Fatalf("resumes after the last address handed out: %v", ip)
 	}
-	if ip, _, existing, _ := a.Allocate("c2"); ip.String() != "10.42.1.200" || !existing {
+	if ip, _, existing, _ := a.Allocate(Key{ContainerID: "c2"}, ""); ip.String() != "10.42.1.200" || !existing {
 		t.Fatalf("saved allocation lost: %v", ip)
 	}
 	for name, allocs := range map[string][]Allocation{
-		"duplicate address": {{"c1", netip.MustParseAddr("10.42.1.10")}, {"c2", netip.MustParseAddr("10.42.1.10")}},
-		"outside subnet":    {{"c1", netip.MustParseAddr("10.42.2.10")}},
-		"the gateway":       {{"c1", netip.MustParseAddr("10.42.1.1")}},
-		"network address":   {{"c1", netip.MustParseAddr("10.42.1.0")}},
-		"bad container ID":  {{"a b", netip.MustParseAddr("10.42.1.10")}},
+		"duplicate address": {{Key: Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.1.10")}, {Key: Key{ContainerID: "c2"}, IP: netip.MustParseAddr("10.42.1.10")}},
+		"outside subnet":    {{Key: Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.2.10")}},
+		"the gateway":       {{Key: Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.1.1")}},
+		"network address":   {{Key: Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.1.0")}},
+		"bad container ID":  {{Key: Key{ContainerID: "a b"}, IP: netip.MustParseAddr("10.42.1.10")}},
+		"bad interface":     {{Key: Key{"c1", "a/b"}, IP: netip.MustParseAddr("10.42.1.10")}},
+		"bad network":       {{Key: Key{"c1", "eth0"}, IP: netip.MustParseAddr("10.42.1.10"), Network: "a b"}},
+		"one key twice":     {{Key: Key{"c1", "eth0"}, IP: netip.MustParseAddr("10.42.1.10")}, {Key: Key{"c1", "eth0"}, IP: netip.MustParseAddr("10.42.1.11")}},
 	} {
 		if _, err := NewAllocator(DefaultOffsets, &memStore{}, subnet1, allocs, netip.Addr{}); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -299,7 +305,7 @@ func TestConcurrentAllocate(t *testing.T) {
 	got := make([]netip.Addr, 64)
 	errs := make([]error, 64)
 	for i := range 64 {
-		wg.Go(func() { got[i], _, _, errs[i] = a.Allocate(fmt.Sprint("c", i)) })
+		wg.Go(func() { got[i], _, _, errs[i] = a.Allocate(Key{ContainerID: fmt.Sprint("c", i)}, "") })
 	}
 	wg.Wait()
 	seen := map[netip.Addr]int{}
@@ -317,7 +323,7 @@ func TestConcurrentAllocate(t *testing.T) {
 	}
 	for i := range 64 {
 		wg.Go(func() {
-			if ip, _, existing, err := a.Allocate(fmt.Sprint("c", i)); ip != got[i] || !existing || err != nil {
+			if ip, _, existing, err := a.Allocate(Key{ContainerID: fmt.Sprint("c", i)}, ""); ip != got[i] || !existing || err != nil {
 				t.Errorf("c%d again: %v %v %v", i, ip, existing, err)
 			}
 		})
@@ -340,4 +346,111 @@ func FuzzCheckID(f *testing.F) {
 			t.Fatalf("message for %q: %q", id, err)
 		}
 	})
+}
+
+// TestInterfaces: allocations are keyed by container and interface, as
+// CNI's ADD asks: one container with two interfaces gets two addresses,
+// each as idempotent and as separately released as a container's.
+func TestInterfaces(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	eth0, eth1, whole := Key{"c1", "eth0"}, Key{"c1", "eth1"}, Key{ContainerID: "c1"}
+	ip0, _, _, err := a.Allocate(eth0, "quilt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip1, _, _, err := a.Allocate(eth1, "quilt")
+	if err != nil || ip1 == ip0 {
+		t.Fatalf("second interface: %v %v (first %v)", ip1, err, ip0)
+	}
+	ipw := mustAlloc(t, a, "c1")
+	if ipw == ip0 || ipw == ip1 {
+		t.Fatalf("the container as a whole shares %v", ipw)
+	}
+	if again, _, existing, err := a.Allocate(eth1, "other"); again != ip1 || !existing || err != nil {
+		t.Fatalf("eth1 again: %v %v %v", again, existing, err)
+	}
+	if st.allocs["c1/eth0"] != ip0 || st.allocs["c1/eth1"] != ip1 || st.allocs["c1"] != ipw {
+		t.Fatalf("saved: %v", st.allocs)
+	}
+	if got, ok, err := a.Release(eth0); got != ip0 || !ok || err != nil {
+		t.Fatalf("release eth0: %v %v %v", got, ok, err)
+	}
+	list := a.List()
+	if len(list) != 2 || list[0].Key != eth1 || list[0].Network != "quilt" || list[1].Key != whole || list[1].Network != "" {
+		t.Fatalf("after releasing eth0: %+v", list)
+	}
+	for _, bad := range []Key{{"c1", "a/b"}, {"c1", "a:b"}, {"c1", "."}, {"c1", ".."}, {"c1", "eth 0"}, {"c1", "é"},
+		{"c1", strings.Repeat("x", 16)}, {"c1", "a\x00"}, {"c1", "a\n"}} {
+		if _, _, _, err := a.Allocate(bad, ""); !errors.Is(err, ErrIfname) || !strings.Contains(err.Error(), "interface_name") {
+			t.Errorf("%q: %v", bad.Ifname, err)
+		}
+		if _, _, err := a.Release(bad); !errors.Is(err, ErrIfname) {
+			t.Errorf("release %q: %v", bad.Ifname, err)
+		}
+	}
+	if _, _, _, err := a.Allocate(Key{"c2", strings.Repeat("x", MaxIfnameLen)}, ""); err != nil {
+		t.Errorf("a 15-byte name: %v", err)
+	}
+	if _, _, _, err := a.Allocate(Key{"c2", "eth0"}, "-net"); !errors.Is(err, ErrNetwork) {
+		t.Errorf("bad network name: %v", err)
+	}
+	if a.Count() != 3 {
+		t.Fatalf("refusals changed the allocations: %v", a.List())
+	}
+}
+
+// TestCollect: CNI's GC releases the network's allocations the runtime no
+// longer lists, only once they are older than the grace period, and never
+// another network's or those made without one.
+func TestCollect(t *testing.T) {
+	a, st := newAlloc(t, DefaultOffsets)
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a.now = func() time.Time { return clock }
+	must := func(k Key, network string) netip.Addr {
+		t.Helper()
+		ip, _, _, err := a.Allocate(k, network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ip
+	}
+	live, gone := Key{"live", "eth0"}, Key{"gone", "eth0"}
+	must(live, "quilt")
+	goneIP := must(gone, "quilt")
+	must(Key{"gone", "eth0x"}, "other")
+	mustAlloc(t, a, "admin")
+	clock = clock.Add(time.Minute)
+	young := must(Key{"young", "eth0"}, "quilt")
+	keep := map[Key]bool{live: true}
+
+	// Made within the grace period: kept.
+	got, err := a.Collect("quilt", keep, clock.Add(-30*time.Second))
+	if err != nil || len(got) != 1 || got[0].Key != gone || got[0].IP != goneIP || got[0].Network != "quilt" {
+		t.Fatalf("collect: %+v %v", got, err)
+	}
+	if _, ok := st.allocs["gone/eth0"]; ok || a.Count() != 4 {
+		t.Fatalf("after collect: saved %v, live %v", st.allocs, a.List())
+	}
+	got, err = a.Collect("quilt", keep, clock)
+	if err != nil || len(got) != 1 || got[0].IP != young {
+		t.Fatalf("collect past the grace period: %+v %v", got, err)
+	}
+	// Nothing left to collect of quilt: no write, no error.
+	st.fail = errors.New("disk full")
+	if got, err := a.Collect("quilt", keep, clock); err != nil || got != nil {
+		t.Fatalf("nothing to collect: %+v %v", got, err)
+	}
+	if _, err := a.Collect("other", nil, clock); err == nil || a.Count() != 3 {
+		t.Fatalf("a failed write released in memory: %v %v", err, a.List())
+	}
+	st.fail = nil
+	for _, bad := range []string{"", "a b", "-x"} {
+		if _, err := a.Collect(bad, nil, clock); !errors.Is(err, ErrNetwork) {
+			t.Errorf("network %q: %v", bad, err)
+		}
+	}
+	got, err = a.Collect("other", nil, clock)
+	if err != nil || len(got) != 1 || a.Count() != 2 {
+		t.Fatalf("collect other: %+v %v %v", got, err, a.List())
+	}
 }

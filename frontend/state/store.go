@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,8 +23,13 @@ import (
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 )
 
-// SchemaVersion is the layout this code reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the layout this code reads and writes. Open migrates a
+// file of schema 1 (allocations keyed by container ID alone) to it.
+const SchemaVersion = 2
+
+// BackupSuffix is added to the state file's name for the copy of a
+// schema-1 file kept before it is migrated: the file a downgrade needs.
+const BackupSuffix = ".schema1"
 
 // FileName is the state file's name inside the state directory.
 const FileName = "state.db"
@@ -49,6 +56,7 @@ var (
 
 // Snapshot is the state as it was saved.
 type Snapshot struct {
+	Schema      int          // the file's schema version: SchemaVersion, or 1 until Store.Migrate
 	Subnet      netip.Prefix // invalid if never configured
 	LastIP      netip.Addr   // the address handed out most recently
 	Allocations []ipam.Allocation
@@ -60,8 +68,10 @@ type Snapshot struct {
 // Store is an open state file. Its methods are safe for concurrent use;
 // each returns once its change is durable.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db     *bolt.DB
+	path   string
+	schema int // the file's; changes wait for Migrate
+	log    *slog.Logger
 }
 
 // Path returns the state file's path.
@@ -97,7 +107,7 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 		return nil, nil, err
 	}
 	snap.Created = created
-	return &Store{db: db, path: path}, snap, nil
+	return &Store{db: db, path: path, schema: snap.Schema, log: log}, snap, nil
 }
 
 // openDB opens the file and reads it whole. bbolt panics on some corrupt
@@ -122,6 +132,112 @@ func openDB(path string) (db *bolt.DB, snap *Snapshot, err error) {
 	}
 	snap, err = load(db)
 	return db, snap, err
+}
+
+// allocKey is an allocation's key in the file: the container ID, a slash
+// and the interface name, which is empty for an allocation QuiltAdmin
+// made for the container as a whole. Neither half may hold a slash.
+func allocKey(k ipam.Key) []byte { return []byte(k.ContainerID + "/" + k.Ifname) }
+
+// allocValue is an allocation's value in the file, as JSON.
+type allocValue struct {
+	IP      string `json:"ip"`
+	Network string `json:"network,omitempty"` // the CNI network that made it
+}
+
+// parseAlloc reads one allocation record strictly: the key's two halves,
+// a JSON object with exactly the known fields and nothing after it, and an
+// IPv4 address. The allocator checks the names themselves.
+func parseAlloc(k, v []byte) (ipam.Allocation, error) {
+	id, ifname, ok := strings.Cut(string(k), "/")
+	var av allocValue
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&av)
+	ip, ipErr := netip.ParseAddr(av.IP)
+	if !ok || err != nil || dec.More() || ipErr != nil || !ip.Is4() {
+		return ipam.Allocation{}, fmt.Errorf("%w: allocation %q -> %q", ErrCorrupt, k, v)
+	}
+	return ipam.Allocation{Key: ipam.Key{ContainerID: id, Ifname: ifname}, IP: ip, Network: av.Network}, nil
+}
+
+// Migrate rewrites a file of an older schema (Snapshot.Schema) as the
+// current one, in one transaction: a crash leaves the old file or the new
+// one, whole. Open has read and checked every record by then; the caller
+// calls Migrate once it has accepted the snapshot too (the allocator's own
+// checks), so a file refused for any reason is left as it was. It first
+// keeps a copy of the old file beside it (state.db.schema1): the file a
+// downgrade needs. Schema 1 keyed allocations by the container ID alone,
+// each value an address; it becomes the container's allocation without an
+// interface. The store takes no change before the file is migrated.
+func (s *Store) Migrate(snap *Snapshot) error {
+	if s.schema == SchemaVersion {
+		return nil
+	}
+	backup := s.path + BackupSuffix
+	if err := s.db.View(func(tx *bolt.Tx) error { return writeCopy(tx, backup) }); err != nil {
+		return fmt.Errorf("state file %s: keep a copy of it as %s before migrating it to schema %d: %w; nothing was changed", s.path, backup, SchemaVersion, err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketAllocs); err != nil {
+			return err
+		}
+		allocs, err := tx.CreateBucket(bucketAllocs)
+		for _, al := range snap.Allocations {
+			if err != nil {
+				return err
+			}
+			var v []byte
+			if v, err = json.Marshal(allocValue{IP: al.IP.String(), Network: al.Network}); err == nil {
+				err = allocs.Put(allocKey(al.Key), v)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+	})
+	if err != nil {
+		return fmt.Errorf("state file %s: migrate from schema %d to %d: %w; the file is as it was (a copy is in %s)", s.path, s.schema, SchemaVersion, err, backup)
+	}
+	s.log.Info("migrated the state file to the current schema; the old file is kept beside it for a downgrade",
+		"path", s.path, "from", s.schema, "to", SchemaVersion, "allocations", len(snap.Allocations), "copy", backup)
+	s.schema = SchemaVersion
+	return nil
+}
+
+// parseAllocV1 reads an allocation record of schema 1: the container ID
+// (no slash) and its address.
+func parseAllocV1(k, v []byte) (ipam.Allocation, error) {
+	ip, err := netip.ParseAddr(string(v))
+	if err != nil || !ip.Is4() || bytes.IndexByte(k, '/') >= 0 {
+		return ipam.Allocation{}, fmt.Errorf("%w: allocation %q -> %q", ErrCorrupt, k, v)
+	}
+	return ipam.Allocation{Key: ipam.Key{ContainerID: string(k)}, IP: ip}, nil
+}
+
+// writeCopy writes a consistent copy of the open file to path (0600,
+// fsynced, put in place by a rename).
+func writeCopy(tx *bolt.Tx, path string) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = tx.WriteTo(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err = errors.Join(err, f.Close()); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // prepareDir makes the state directory if needed and checks it is ours
@@ -237,10 +353,13 @@ func load(db *bolt.DB) (*Snapshot, error) {
 		}
 		switch v := string(meta.Get(keySchema)); v {
 		case strconv.Itoa(SchemaVersion):
+			snap.Schema = SchemaVersion
+		case "1":
+			snap.Schema = 1
 		case "":
 			return fmt.Errorf("%w: no schema version", ErrCorrupt)
 		default:
-			return fmt.Errorf("%w %q; this quilt-runtime reads version %d (was it written by a newer release? run that release, downgrades are not supported)", ErrSchemaVersion, v, SchemaVersion)
+			return fmt.Errorf("%w %q; this quilt-runtime reads version %d and migrates version 1 (was it written by a newer release? run that release, downgrades are not supported)", ErrSchemaVersion, v, SchemaVersion)
 		}
 		var err error
 		if v := meta.Get(keySubnet); v != nil {
@@ -257,13 +376,14 @@ func load(db *bolt.DB) (*Snapshot, error) {
 		if allocs == nil || routes == nil {
 			return fmt.Errorf("%w: missing bucket", ErrCorrupt)
 		}
+		parse := parseAlloc
+		if snap.Schema == 1 {
+			parse = parseAllocV1
+		}
 		err = allocs.ForEach(func(k, v []byte) error {
-			ip, err := netip.ParseAddr(string(v))
-			if err != nil || !ip.Is4() {
-				return fmt.Errorf("%w: allocation %q -> %q", ErrCorrupt, k, v)
-			}
-			snap.Allocations = append(snap.Allocations, ipam.Allocation{ContainerID: string(k), IP: ip})
-			return nil
+			al, err := parse(k, v)
+			snap.Allocations = append(snap.Allocations, al)
+			return err
 		})
 		if err != nil {
 			return err
@@ -295,6 +415,9 @@ func load(db *bolt.DB) (*Snapshot, error) {
 // update runs one write transaction on the meta, allocations and routes
 // buckets; it returns once the change is on disk.
 func (s *Store) update(f func(meta, allocs, routes *bolt.Bucket) error) error {
+	if s.schema != SchemaVersion {
+		return fmt.Errorf("save state to %s: the file is of schema %d and not migrated yet", s.path, s.schema)
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		return f(tx.Bucket(bucketMeta), tx.Bucket(bucketAllocs), tx.Bucket(bucketRoutes))
 	})
@@ -311,16 +434,28 @@ func (s *Store) SetSubnet(p netip.Prefix) error {
 	})
 }
 
-// PutAllocation records an allocation, and ip as the last handed out.
-func (s *Store) PutAllocation(id string, ip netip.Addr) error {
+// PutAllocation records an allocation, and its address as the last
+// handed out.
+func (s *Store) PutAllocation(al ipam.Allocation) error {
+	v, err := json.Marshal(allocValue{IP: al.IP.String(), Network: al.Network})
+	if err != nil {
+		return err
+	}
 	return s.update(func(meta, allocs, _ *bolt.Bucket) error {
-		return errors.Join(allocs.Put([]byte(id), []byte(ip.String())), meta.Put(keyLastIP, []byte(ip.String())))
+		return errors.Join(allocs.Put(allocKey(al.Key), v), meta.Put(keyLastIP, []byte(al.IP.String())))
 	})
 }
 
-// DeleteAllocation forgets an allocation.
-func (s *Store) DeleteAllocation(id string) error {
-	return s.update(func(_, allocs, _ *bolt.Bucket) error { return allocs.Delete([]byte(id)) })
+// DeleteAllocations forgets allocations, in one transaction.
+func (s *Store) DeleteAllocations(keys ...ipam.Key) error {
+	return s.update(func(_, allocs, _ *bolt.Bucket) error {
+		for _, k := range keys {
+			if err := allocs.Delete(allocKey(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // RouteChange is one change to the desired routes: Ifname empty deletes.

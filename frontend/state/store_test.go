@@ -37,12 +37,13 @@ func fill(t *testing.T, s *Store, snap *Snapshot) {
 	if _, err := a.SetSubnet(netip.MustParsePrefix("10.42.1.0/24")); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"c1", "c2", "c3"} {
-		if _, _, _, err := a.Allocate(id); err != nil {
+	for _, al := range []ipam.Allocation{{Key: ipam.Key{ContainerID: "c1"}}, {Key: ipam.Key{ContainerID: "c2", Ifname: "eth0"}},
+		{Key: ipam.Key{ContainerID: "c3", Ifname: "eth1"}, Network: "quilt"}} {
+		if _, _, _, err := a.Allocate(al.Key, al.Network); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := a.Release("c2"); err != nil {
+	if _, _, err := a.Release(ipam.Key{ContainerID: "c2", Ifname: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
 	err = s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"}, RouteChange{netip.MustParsePrefix("10.42.3.0/24"), "vxlan100"})
@@ -67,8 +68,9 @@ func TestRoundTrip(t *testing.T) {
 	defer s.Close()
 	want := &Snapshot{
 		Subnet: netip.MustParsePrefix("10.42.1.0/24"), LastIP: netip.MustParseAddr("10.42.1.12"),
-		Allocations: []ipam.Allocation{{ContainerID: "c1", IP: netip.MustParseAddr("10.42.1.10")}, {ContainerID: "c3", IP: netip.MustParseAddr("10.42.1.12")}},
-		Routes:      map[netip.Prefix]string{netip.MustParsePrefix("10.42.2.0/24"): "vxlan100", netip.MustParsePrefix("10.42.4.0/24"): "vxlan200"},
+		Allocations: []ipam.Allocation{{Key: ipam.Key{ContainerID: "c1"}, IP: netip.MustParseAddr("10.42.1.10")},
+			{Key: ipam.Key{ContainerID: "c3", Ifname: "eth1"}, IP: netip.MustParseAddr("10.42.1.12"), Network: "quilt"}},
+		Routes: map[netip.Prefix]string{netip.MustParsePrefix("10.42.2.0/24"): "vxlan100", netip.MustParsePrefix("10.42.4.0/24"): "vxlan200"},
 	}
 	if got, exp := dump(snap), dump(want); got != exp {
 		t.Fatalf("after reopen:\n%s\nwant:\n%s", got, exp)
@@ -78,7 +80,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ip, _, _, err := a.Allocate("c4"); err != nil || ip.String() != "10.42.1.13" {
+	if ip, _, _, err := a.Allocate(ipam.Key{ContainerID: "c4", Ifname: "eth0"}, ""); err != nil || ip.String() != "10.42.1.13" {
 		t.Fatalf("after reopen: %v %v", ip, err)
 	}
 	for path, mode := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, filepath.Join(dir, FileName): 0o600} {
@@ -95,7 +97,7 @@ func dump(s *Snapshot) string {
 	var b strings.Builder
 	b.WriteString("subnet " + s.Subnet.String() + " last " + s.LastIP.String() + "\n")
 	for _, a := range s.Allocations {
-		b.WriteString("alloc " + a.ContainerID + " " + a.IP.String() + "\n")
+		b.WriteString("alloc " + a.Key.String() + " " + a.IP.String() + " " + a.Network + "\n")
 	}
 	for _, d := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24"} {
 		if v, ok := s.Routes[netip.MustParsePrefix(d)]; ok {
@@ -199,13 +201,17 @@ func TestRefusesBadFiles(t *testing.T) {
 		{"zeros", make([]byte, 16384), ErrCorrupt, ""},
 		{"truncated", good[:4096+100], ErrCorrupt, ""},
 		{"both meta pages damaged", func() []byte { b := flip(16); copy(b[4096+16:], flip(4096 + 16)[4096+16:4096+80]); return b }(), ErrCorrupt, ""},
-		{"future schema", rewrite(t, put("meta", "schema", "2")), ErrSchemaVersion, `"2"`},
+		{"future schema", rewrite(t, put("meta", "schema", "3")), ErrSchemaVersion, `"3"`},
 		{"no schema", rewrite(t, func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("schema")) }), ErrCorrupt, "schema"},
 		{"no meta bucket", rewrite(t, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("meta")) }), ErrCorrupt, "meta"},
 		{"no routes bucket", rewrite(t, func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("routes")) }), ErrCorrupt, "bucket"},
 		{"bad subnet", rewrite(t, put("meta", "subnet", "10.42.1.1/24")), ErrCorrupt, "subnet"},
 		{"bad last ip", rewrite(t, put("meta", "last_ip", "fd00::1")), ErrCorrupt, "last_ip"},
-		{"bad allocation", rewrite(t, put("allocations", "c9", "10.42.1.300")), ErrCorrupt, "c9"},
+		{"bad allocation", rewrite(t, put("allocations", "c9/eth0", `{"ip":"10.42.1.300"}`)), ErrCorrupt, "c9"},
+		{"allocation without a slash", rewrite(t, put("allocations", "c9", `{"ip":"10.42.1.9"}`)), ErrCorrupt, "c9"},
+		{"allocation of schema 1", rewrite(t, put("allocations", "c9/", "10.42.1.9")), ErrCorrupt, "c9"},
+		{"allocation with unknown fields", rewrite(t, put("allocations", "c9/", `{"ip":"10.42.1.9","x":1}`)), ErrCorrupt, "c9"},
+		{"allocation with trailing data", rewrite(t, put("allocations", "c9/", `{"ip":"10.42.1.9"}{}`)), ErrCorrupt, "c9"},
 		{"bad route", rewrite(t, put("routes", "10.42.9.1/24", "vxlan100")), ErrCorrupt, "10.42.9.1/24"},
 		{"bad interface", rewrite(t, put("routes", "10.42.9.0/24", "")), ErrCorrupt, "10.42.9.0/24"},
 	} {
@@ -241,12 +247,13 @@ func FuzzLoad(f *testing.F) {
 	}
 	s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"})
 	s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24"))
-	s.PutAllocation("c1", netip.MustParseAddr("10.42.1.10"))
+	s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: "c1", Ifname: "eth0"}, IP: netip.MustParseAddr("10.42.1.10"), Network: "quilt"})
 	_ = snap
 	s.Close()
 	good, _ := os.ReadFile(filepath.Join(dir, FileName))
 	f.Add(good)
 	f.Add(good[:8192])
+	f.Add(schema1File(f, f.TempDir()))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<20 {
@@ -264,4 +271,135 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("refused (%v) but changed", err)
 		}
 	})
+}
+
+// schema1File writes a state file as schema 1 laid it out (allocations
+// keyed by container ID, each value an address) into dir, and returns it.
+func schema1File(tb testing.TB, dir string) []byte {
+	tb.Helper()
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for bucket, kvs := range map[string][]string{
+			"meta":        {"schema", "1", "subnet", "10.42.1.0/24", "last_ip", "10.42.1.12"},
+			"allocations": {"c1", "10.42.1.10", "web-2", "10.42.1.12"},
+			"routes":      {"10.42.2.0/24", "vxlan100"},
+		} {
+			b, err := tx.CreateBucket([]byte(bucket))
+			for i := 0; err == nil && i < len(kvs); i += 2 {
+				err = b.Put([]byte(kvs[i]), []byte(kvs[i+1]))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err = errors.Join(err, db.Close()); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestMigratesSchema1: a file of schema 1 keeps every allocation, route
+// and setting across the upgrade: Open reads it without writing, Migrate
+// rewrites it as the current schema after keeping a copy of the old file,
+// and the migrated file reopens with the same state and takes new
+// allocations with interface names.
+func TestMigratesSchema1(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	old := schema1File(t, dir)
+	want := "subnet 10.42.1.0/24 last 10.42.1.12\nalloc c1 10.42.1.10 \nalloc web-2 10.42.1.12 \nroute 10.42.2.0/24 vxlan100\nroutes 1"
+
+	s, snap := open(t, dir)
+	if got := dump(snap); got != want || snap.Schema != 1 {
+		t.Fatalf("schema 1 read as (schema %d):\n%s\nwant:\n%s", snap.Schema, got, want)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, old) {
+		t.Fatal("Open changed the file before Migrate")
+	}
+	if err := s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24")); err == nil {
+		t.Fatal("a change was taken before the file was migrated")
+	}
+	if err := s.Migrate(snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(snap); err != nil {
+		t.Fatalf("a second Migrate: %v", err)
+	}
+	s.Close()
+
+	// The copy is the old file's state, still of schema 1.
+	backup, err := bolt.Open(path+BackupSuffix, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte("meta")).Get([]byte("schema")); string(v) != "1" {
+			t.Errorf("the copy has schema %q", v)
+		}
+		if v := tx.Bucket([]byte("allocations")).Get([]byte("web-2")); string(v) != "10.42.1.12" {
+			t.Errorf("the copy lost web-2: %q", v)
+		}
+		return nil
+	})
+	backup.Close()
+	if fi, err := os.Stat(path + BackupSuffix); err != nil || fi.Mode() != 0o600 {
+		t.Fatalf("copy: %v %v", fi, err)
+	}
+
+	s, snap = open(t, dir)
+	defer s.Close()
+	if got := dump(snap); got != want || snap.Schema != SchemaVersion {
+		t.Fatalf("migrated file read as (schema %d):\n%s\nwant:\n%s", snap.Schema, got, want)
+	}
+	a, err := ipam.NewAllocator(ipam.DefaultOffsets, s, snap.Subnet, snap.Allocations, snap.LastIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip, _, existing, err := a.Allocate(ipam.Key{ContainerID: "web-2"}, ""); err != nil || !existing || ip.String() != "10.42.1.12" {
+		t.Fatalf("web-2 after the migration: %v %v %v", ip, existing, err)
+	}
+	if ip, _, existing, err := a.Allocate(ipam.Key{ContainerID: "web-2", Ifname: "eth0"}, "quilt"); err != nil || existing || ip.String() != "10.42.1.13" {
+		t.Fatalf("web-2 eth0: %v %v %v", ip, existing, err)
+	}
+}
+
+// TestRefusesBadSchema1: a schema-1 file with a bad record is refused as
+// any other, left byte for byte as it was, and no copy is made.
+func TestRefusesBadSchema1(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	schema1File(t, dir)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("allocations")).Put([]byte("c1/eth0"), []byte("10.42.1.11"))
+	})
+	if err = errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	if s, _, err := Open(dir, quiet); !errors.Is(err, ErrCorrupt) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("a slash in a schema-1 key: %v", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+		t.Fatal("the refused file was changed")
+	}
+	if _, err := os.Stat(path + BackupSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a copy was made of a refused file: %v", err)
+	}
 }

@@ -30,6 +30,7 @@ HELPER_UID=${HELPER_UID:-65534}     # nobody
 FRONTEND_UID=${FRONTEND_UID:-65533} # a uid of its own
 SOCKET_GID=${SOCKET_GID:-65534}     # the helper socket's group: the frontend joins it
 ADDR=${ADDR:-127.0.0.1:50051}
+METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:9542}
 
 # What a run makes is named after its pid: namespace quilt-run-PID,
 # directory /tmp/quilt-run-PID.XXXXXX. Sweep what runs whose pid is gone
@@ -80,6 +81,8 @@ echo "make run: pid $$, namespace $ns, files in $dir"
 chmod 755 "$dir"
 install -m 755 "$here"/bin/quilt-route-helper "$here"/bin/quilt-runtime "$dir"/
 install -d -o "$HELPER_UID" -g "$SOCKET_GID" -m 750 "$dir/run"
+# The frontend's own Unix socket, for quilt-ipam (root may connect).
+install -d -o "$FRONTEND_UID" -g "$FRONTEND_UID" -m 755 "$dir/api"
 # The frontend's durable state: kept across runs only if STATE_DIR is given.
 STATE_DIR=${STATE_DIR:-$dir/state}
 install -d -o "$FRONTEND_UID" -g "$FRONTEND_UID" -m 700 "$STATE_DIR"
@@ -107,7 +110,8 @@ for _ in $(seq 100); do [ -S "$dir/run/route-helper.sock" ] && break; sleep 0.05
 
 setpriv --reuid="$FRONTEND_UID" --regid="$FRONTEND_UID" --groups="$SOCKET_GID" \
   --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig TERM -- \
-  "$dir"/quilt-runtime --grpc-addr "$ADDR" --helper-socket "$dir/run/route-helper.sock" --state-dir "$STATE_DIR" &
+  "$dir"/quilt-runtime --grpc-addr "$ADDR" --grpc-addr "unix://$dir/api/runtime.sock" --metrics-addr "$METRICS_ADDR" \
+  --helper-socket "$dir/run/route-helper.sock" --state-dir "$STATE_DIR" &
 pids+=($!)
 # Serving once the address accepts a connection.
 for _ in $(seq 100); do
@@ -119,7 +123,8 @@ done
 ipn=(ip); [ "$SANDBOX" = 1 ] && ipn=(ip -n "$ns")
 cat <<TXT
 
-quilt-runtime is serving on $ADDR; its route helper manages $where.
+quilt-runtime is serving on $ADDR and unix://$dir/api/runtime.sock,
+metrics on http://$METRICS_ADDR/metrics; its route helper manages $where.
 
 Call it as the Quilt Mesh agent does:
   bin/quiltctl --addr $ADDR configure-subnet 10.42.1.0/24
@@ -130,6 +135,12 @@ Give a container an address, and look at the node:
   bin/quiltctl --addr $ADDR allocate web-1
   bin/quiltctl --addr $ADDR status
   bin/quiltctl --addr $ADDR routes
+Ask for an address as a CNI runtime's bridge plugin does, through quilt-ipam:
+  echo '{"cniVersion":"1.1.0","name":"quilt","ipam":{"type":"quilt-ipam","socket":"$dir/api/runtime.sock"}}' |
+    sudo CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_IFNAME=eth0 CNI_NETNS=/run/netns/c1 CNI_PATH=bin bin/quilt-ipam
+Inspect gRPC channels and servers (channelz), and load-test (make grpc-tools builds both in bin/tools):
+  grpcurl -plaintext $ADDR grpc.channelz.v1.Channelz/GetServers
+  ghz --insecure --call quilt.QuiltAdmin/GetStatus -n 2000 -c 8 $ADDR
 See the routes (ours carry proto 81, "quilt" with packaging/rt_protos.d installed):
   ${ipn[*]} route show proto 81
 

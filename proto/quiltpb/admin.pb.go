@@ -400,7 +400,9 @@ func (x *ApplyRoutesResponse) GetFailed() int32 {
 
 type AllocateIPRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"` // 1-128 bytes of A-Z a-z 0-9 _ . -, starting with a letter or digit
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`       // 1-128 bytes of A-Z a-z 0-9 _ . -, starting with a letter or digit
+	InterfaceName string                 `protobuf:"bytes,2,opt,name=interface_name,json=interfaceName,proto3" json:"interface_name,omitempty"` // the container's interface, e.g. "eth0" (at most 15 bytes of printable ASCII but / and :); empty: the container as a whole
+	Network       string                 `protobuf:"bytes,3,opt,name=network,proto3" json:"network,omitempty"`                                  // the CNI network asking (its name, as container IDs are spelled); empty: none. Only GarbageCollectIPs reads it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,13 +444,28 @@ func (x *AllocateIPRequest) GetContainerId() string {
 	return ""
 }
 
+func (x *AllocateIPRequest) GetInterfaceName() string {
+	if x != nil {
+		return x.InterfaceName
+	}
+	return ""
+}
+
+func (x *AllocateIPRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
 type AllocateIPResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`                                          // e.g. "10.42.1.10"
 	PrefixLength  int32                  `protobuf:"varint,2,opt,name=prefix_length,json=prefixLength,proto3" json:"prefix_length,omitempty"` // the node subnet's, e.g. 24
 	Gateway       string                 `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`                                // e.g. "10.42.1.1"
 	Subnet        string                 `protobuf:"bytes,4,opt,name=subnet,proto3" json:"subnet,omitempty"`                                  // e.g. "10.42.1.0/24"
-	Existing      bool                   `protobuf:"varint,5,opt,name=existing,proto3" json:"existing,omitempty"`                             // the container already had this address
+	Existing      bool                   `protobuf:"varint,5,opt,name=existing,proto3" json:"existing,omitempty"`                             // the interface already had this address
+	ClusterCidr   string                 `protobuf:"bytes,6,opt,name=cluster_cidr,json=clusterCidr,proto3" json:"cluster_cidr,omitempty"`     // e.g. "10.42.0.0/16": containers reach the rest of the cluster through the gateway
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,9 +535,17 @@ func (x *AllocateIPResponse) GetExisting() bool {
 	return false
 }
 
+func (x *AllocateIPResponse) GetClusterCidr() string {
+	if x != nil {
+		return x.ClusterCidr
+	}
+	return ""
+}
+
 type ReleaseIPRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	InterfaceName string                 `protobuf:"bytes,2,opt,name=interface_name,json=interfaceName,proto3" json:"interface_name,omitempty"` // as given to AllocateIP
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +583,13 @@ func (*ReleaseIPRequest) Descriptor() ([]byte, []int) {
 func (x *ReleaseIPRequest) GetContainerId() string {
 	if x != nil {
 		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReleaseIPRequest) GetInterfaceName() string {
+	if x != nil {
+		return x.InterfaceName
 	}
 	return ""
 }
@@ -616,6 +648,7 @@ func (x *ReleaseIPResponse) GetIp() string {
 
 type ListAllocationsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"` // only this container's allocations, when set
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,10 +683,19 @@ func (*ListAllocationsRequest) Descriptor() ([]byte, []int) {
 	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
+func (x *ListAllocationsRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
 type Allocation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	Ip            string                 `protobuf:"bytes,2,opt,name=ip,proto3" json:"ip,omitempty"`
+	InterfaceName string                 `protobuf:"bytes,3,opt,name=interface_name,json=interfaceName,proto3" json:"interface_name,omitempty"` // empty: the container as a whole
+	Network       string                 `protobuf:"bytes,4,opt,name=network,proto3" json:"network,omitempty"`                                  // the CNI network that made it; empty: none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +744,186 @@ func (x *Allocation) GetIp() string {
 	return ""
 }
 
+func (x *Allocation) GetInterfaceName() string {
+	if x != nil {
+		return x.InterfaceName
+	}
+	return ""
+}
+
+func (x *Allocation) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+// One attachment a container runtime still knows: CNI's
+// cni.dev/valid-attachments entry.
+type Attachment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	InterfaceName string                 `protobuf:"bytes,2,opt,name=interface_name,json=interfaceName,proto3" json:"interface_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attachment) Reset() {
+	*x = Attachment{}
+	mi := &file_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attachment) ProtoMessage() {}
+
+func (x *Attachment) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attachment.ProtoReflect.Descriptor instead.
+func (*Attachment) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Attachment) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *Attachment) GetInterfaceName() string {
+	if x != nil {
+		return x.InterfaceName
+	}
+	return ""
+}
+
+type GarbageCollectIPsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`                                 // the CNI network collected; required
+	Valid         []*Attachment          `protobuf:"bytes,2,rep,name=valid,proto3" json:"valid,omitempty"`                                     // every attachment still in use: kept
+	GraceSeconds  float64                `protobuf:"fixed64,3,opt,name=grace_seconds,json=graceSeconds,proto3" json:"grace_seconds,omitempty"` // allocations younger than this are kept, whatever the list says
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GarbageCollectIPsRequest) Reset() {
+	*x = GarbageCollectIPsRequest{}
+	mi := &file_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GarbageCollectIPsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GarbageCollectIPsRequest) ProtoMessage() {}
+
+func (x *GarbageCollectIPsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GarbageCollectIPsRequest.ProtoReflect.Descriptor instead.
+func (*GarbageCollectIPsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GarbageCollectIPsRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *GarbageCollectIPsRequest) GetValid() []*Attachment {
+	if x != nil {
+		return x.Valid
+	}
+	return nil
+}
+
+func (x *GarbageCollectIPsRequest) GetGraceSeconds() float64 {
+	if x != nil {
+		return x.GraceSeconds
+	}
+	return 0
+}
+
+type GarbageCollectIPsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Released      []*Allocation          `protobuf:"bytes,1,rep,name=released,proto3" json:"released,omitempty"` // ordered by address
+	Kept          int32                  `protobuf:"varint,2,opt,name=kept,proto3" json:"kept,omitempty"`        // the network's allocations left
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GarbageCollectIPsResponse) Reset() {
+	*x = GarbageCollectIPsResponse{}
+	mi := &file_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GarbageCollectIPsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GarbageCollectIPsResponse) ProtoMessage() {}
+
+func (x *GarbageCollectIPsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GarbageCollectIPsResponse.ProtoReflect.Descriptor instead.
+func (*GarbageCollectIPsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GarbageCollectIPsResponse) GetReleased() []*Allocation {
+	if x != nil {
+		return x.Released
+	}
+	return nil
+}
+
+func (x *GarbageCollectIPsResponse) GetKept() int32 {
+	if x != nil {
+		return x.Kept
+	}
+	return 0
+}
+
 type ListAllocationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subnet        string                 `protobuf:"bytes,1,opt,name=subnet,proto3" json:"subnet,omitempty"` // empty until ConfigureNodeSubnet
@@ -715,7 +937,7 @@ type ListAllocationsResponse struct {
 
 func (x *ListAllocationsResponse) Reset() {
 	*x = ListAllocationsResponse{}
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +949,7 @@ func (x *ListAllocationsResponse) String() string {
 func (*ListAllocationsResponse) ProtoMessage() {}
 
 func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +962,7 @@ func (x *ListAllocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAllocationsResponse.ProtoReflect.Descriptor instead.
 func (*ListAllocationsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAllocationsResponse) GetSubnet() string {
@@ -786,7 +1008,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1020,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1033,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type RouteStatus struct {
@@ -827,7 +1049,7 @@ type RouteStatus struct {
 
 func (x *RouteStatus) Reset() {
 	*x = RouteStatus{}
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +1061,7 @@ func (x *RouteStatus) String() string {
 func (*RouteStatus) ProtoMessage() {}
 
 func (x *RouteStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +1074,7 @@ func (x *RouteStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteStatus.ProtoReflect.Descriptor instead.
 func (*RouteStatus) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RouteStatus) GetDestination() string {
@@ -901,7 +1123,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1135,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1148,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*RouteStatus {
@@ -958,7 +1180,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1192,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1205,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type ResyncStatus struct {
@@ -1006,7 +1228,7 @@ type ResyncStatus struct {
 
 func (x *ResyncStatus) Reset() {
 	*x = ResyncStatus{}
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1240,7 @@ func (x *ResyncStatus) String() string {
 func (*ResyncStatus) ProtoMessage() {}
 
 func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1253,7 @@ func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncStatus.ProtoReflect.Descriptor instead.
 func (*ResyncStatus) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResyncStatus) GetTime() string {
@@ -1153,7 +1375,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1387,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1400,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetStatusResponse) GetVersion() string {
@@ -1324,7 +1546,7 @@ type ResyncRequest struct {
 
 func (x *ResyncRequest) Reset() {
 	*x = ResyncRequest{}
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1558,7 @@ func (x *ResyncRequest) String() string {
 func (*ResyncRequest) ProtoMessage() {}
 
 func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1571,7 @@ func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
 func (*ResyncRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResyncRequest) GetDryRun() bool {
@@ -1382,7 +1604,7 @@ type ResyncResponse struct {
 
 func (x *ResyncResponse) Reset() {
 	*x = ResyncResponse{}
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1616,7 @@ func (x *ResyncResponse) String() string {
 func (*ResyncResponse) ProtoMessage() {}
 
 func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1629,7 @@ func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncResponse.ProtoReflect.Descriptor instead.
 func (*ResyncResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResyncResponse) GetAdd() []*RouteStatus {
@@ -1484,25 +1706,43 @@ const file_admin_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"a\n" +
 	"\x13ApplyRoutesResponse\x122\n" +
 	"\aresults\x18\x01 \x03(\v2\x18.quilt.RouteChangeResultR\aresults\x12\x16\n" +
-	"\x06failed\x18\x02 \x01(\x05R\x06failed\"6\n" +
+	"\x06failed\x18\x02 \x01(\x05R\x06failed\"w\n" +
 	"\x11AllocateIPRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x97\x01\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\x12\x18\n" +
+	"\anetwork\x18\x03 \x01(\tR\anetwork\"\xba\x01\n" +
 	"\x12AllocateIPResponse\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12#\n" +
 	"\rprefix_length\x18\x02 \x01(\x05R\fprefixLength\x12\x18\n" +
 	"\agateway\x18\x03 \x01(\tR\agateway\x12\x16\n" +
 	"\x06subnet\x18\x04 \x01(\tR\x06subnet\x12\x1a\n" +
-	"\bexisting\x18\x05 \x01(\bR\bexisting\"5\n" +
+	"\bexisting\x18\x05 \x01(\bR\bexisting\x12!\n" +
+	"\fcluster_cidr\x18\x06 \x01(\tR\vclusterCidr\"\\\n" +
 	"\x10ReleaseIPRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"?\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\"?\n" +
 	"\x11ReleaseIPResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\x12\x0e\n" +
-	"\x02ip\x18\x02 \x01(\tR\x02ip\"\x18\n" +
-	"\x16ListAllocationsRequest\"?\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\";\n" +
+	"\x16ListAllocationsRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x80\x01\n" +
 	"\n" +
 	"Allocation\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x0e\n" +
-	"\x02ip\x18\x02 \x01(\tR\x02ip\"\xc0\x01\n" +
+	"\x02ip\x18\x02 \x01(\tR\x02ip\x12%\n" +
+	"\x0einterface_name\x18\x03 \x01(\tR\rinterfaceName\x12\x18\n" +
+	"\anetwork\x18\x04 \x01(\tR\anetwork\"V\n" +
+	"\n" +
+	"Attachment\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0einterface_name\x18\x02 \x01(\tR\rinterfaceName\"\x82\x01\n" +
+	"\x18GarbageCollectIPsRequest\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12'\n" +
+	"\x05valid\x18\x02 \x03(\v2\x11.quilt.AttachmentR\x05valid\x12#\n" +
+	"\rgrace_seconds\x18\x03 \x01(\x01R\fgraceSeconds\"^\n" +
+	"\x19GarbageCollectIPsResponse\x12-\n" +
+	"\breleased\x18\x01 \x03(\v2\x11.quilt.AllocationR\breleased\x12\x12\n" +
+	"\x04kept\x18\x02 \x01(\x05R\x04kept\"\xc0\x01\n" +
 	"\x17ListAllocationsResponse\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x1f\n" +
@@ -1585,13 +1825,14 @@ const file_admin_proto_rawDesc = "" +
 	"\x13ROUTE_STATE_MISSING\x10\x02\x12\x19\n" +
 	"\x15ROUTE_STATE_MISROUTED\x10\x03\x12\x15\n" +
 	"\x11ROUTE_STATE_STRAY\x10\x04\x12\x18\n" +
-	"\x14ROUTE_STATE_CONFLICT\x10\x052\xa9\x04\n" +
+	"\x14ROUTE_STATE_CONFLICT\x10\x052\x81\x05\n" +
 	"\n" +
 	"QuiltAdmin\x12A\n" +
 	"\n" +
 	"AllocateIP\x12\x18.quilt.AllocateIPRequest\x1a\x19.quilt.AllocateIPResponse\x12>\n" +
 	"\tReleaseIP\x12\x17.quilt.ReleaseIPRequest\x1a\x18.quilt.ReleaseIPResponse\x12P\n" +
-	"\x0fListAllocations\x12\x1d.quilt.ListAllocationsRequest\x1a\x1e.quilt.ListAllocationsResponse\x12A\n" +
+	"\x0fListAllocations\x12\x1d.quilt.ListAllocationsRequest\x1a\x1e.quilt.ListAllocationsResponse\x12V\n" +
+	"\x11GarbageCollectIPs\x12\x1f.quilt.GarbageCollectIPsRequest\x1a .quilt.GarbageCollectIPsResponse\x12A\n" +
 	"\n" +
 	"ListRoutes\x12\x18.quilt.ListRoutesRequest\x1a\x19.quilt.ListRoutesResponse\x12>\n" +
 	"\tGetStatus\x12\x17.quilt.GetStatusRequest\x1a\x18.quilt.GetStatusResponse\x12F\n" +
@@ -1613,66 +1854,73 @@ func file_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_admin_proto_goTypes = []any{
-	(RouteResult)(0),                // 0: quilt.RouteResult
-	(RouteState)(0),                 // 1: quilt.RouteState
-	(*RouteChange)(nil),             // 2: quilt.RouteChange
-	(*ApplyRoutesRequest)(nil),      // 3: quilt.ApplyRoutesRequest
-	(*SyncRoutesRequest)(nil),       // 4: quilt.SyncRoutesRequest
-	(*RouteChangeResult)(nil),       // 5: quilt.RouteChangeResult
-	(*ApplyRoutesResponse)(nil),     // 6: quilt.ApplyRoutesResponse
-	(*AllocateIPRequest)(nil),       // 7: quilt.AllocateIPRequest
-	(*AllocateIPResponse)(nil),      // 8: quilt.AllocateIPResponse
-	(*ReleaseIPRequest)(nil),        // 9: quilt.ReleaseIPRequest
-	(*ReleaseIPResponse)(nil),       // 10: quilt.ReleaseIPResponse
-	(*ListAllocationsRequest)(nil),  // 11: quilt.ListAllocationsRequest
-	(*Allocation)(nil),              // 12: quilt.Allocation
-	(*ListAllocationsResponse)(nil), // 13: quilt.ListAllocationsResponse
-	(*ListRoutesRequest)(nil),       // 14: quilt.ListRoutesRequest
-	(*RouteStatus)(nil),             // 15: quilt.RouteStatus
-	(*ListRoutesResponse)(nil),      // 16: quilt.ListRoutesResponse
-	(*GetStatusRequest)(nil),        // 17: quilt.GetStatusRequest
-	(*ResyncStatus)(nil),            // 18: quilt.ResyncStatus
-	(*GetStatusResponse)(nil),       // 19: quilt.GetStatusResponse
-	(*ResyncRequest)(nil),           // 20: quilt.ResyncRequest
-	(*ResyncResponse)(nil),          // 21: quilt.ResyncResponse
+	(RouteResult)(0),                  // 0: quilt.RouteResult
+	(RouteState)(0),                   // 1: quilt.RouteState
+	(*RouteChange)(nil),               // 2: quilt.RouteChange
+	(*ApplyRoutesRequest)(nil),        // 3: quilt.ApplyRoutesRequest
+	(*SyncRoutesRequest)(nil),         // 4: quilt.SyncRoutesRequest
+	(*RouteChangeResult)(nil),         // 5: quilt.RouteChangeResult
+	(*ApplyRoutesResponse)(nil),       // 6: quilt.ApplyRoutesResponse
+	(*AllocateIPRequest)(nil),         // 7: quilt.AllocateIPRequest
+	(*AllocateIPResponse)(nil),        // 8: quilt.AllocateIPResponse
+	(*ReleaseIPRequest)(nil),          // 9: quilt.ReleaseIPRequest
+	(*ReleaseIPResponse)(nil),         // 10: quilt.ReleaseIPResponse
+	(*ListAllocationsRequest)(nil),    // 11: quilt.ListAllocationsRequest
+	(*Allocation)(nil),                // 12: quilt.Allocation
+	(*Attachment)(nil),                // 13: quilt.Attachment
+	(*GarbageCollectIPsRequest)(nil),  // 14: quilt.GarbageCollectIPsRequest
+	(*GarbageCollectIPsResponse)(nil), // 15: quilt.GarbageCollectIPsResponse
+	(*ListAllocationsResponse)(nil),   // 16: quilt.ListAllocationsResponse
+	(*ListRoutesRequest)(nil),         // 17: quilt.ListRoutesRequest
+	(*RouteStatus)(nil),               // 18: quilt.RouteStatus
+	(*ListRoutesResponse)(nil),        // 19: quilt.ListRoutesResponse
+	(*GetStatusRequest)(nil),          // 20: quilt.GetStatusRequest
+	(*ResyncStatus)(nil),              // 21: quilt.ResyncStatus
+	(*GetStatusResponse)(nil),         // 22: quilt.GetStatusResponse
+	(*ResyncRequest)(nil),             // 23: quilt.ResyncRequest
+	(*ResyncResponse)(nil),            // 24: quilt.ResyncResponse
 }
 var file_admin_proto_depIdxs = []int32{
 	2,  // 0: quilt.ApplyRoutesRequest.changes:type_name -> quilt.RouteChange
 	2,  // 1: quilt.SyncRoutesRequest.routes:type_name -> quilt.RouteChange
 	0,  // 2: quilt.RouteChangeResult.result:type_name -> quilt.RouteResult
 	5,  // 3: quilt.ApplyRoutesResponse.results:type_name -> quilt.RouteChangeResult
-	12, // 4: quilt.ListAllocationsResponse.allocations:type_name -> quilt.Allocation
-	1,  // 5: quilt.RouteStatus.state:type_name -> quilt.RouteState
-	15, // 6: quilt.ListRoutesResponse.routes:type_name -> quilt.RouteStatus
-	18, // 7: quilt.GetStatusResponse.last_resync:type_name -> quilt.ResyncStatus
-	15, // 8: quilt.ResyncResponse.add:type_name -> quilt.RouteStatus
-	15, // 9: quilt.ResyncResponse.move:type_name -> quilt.RouteStatus
-	15, // 10: quilt.ResyncResponse.remove:type_name -> quilt.RouteStatus
-	15, // 11: quilt.ResyncResponse.adopt:type_name -> quilt.RouteStatus
-	18, // 12: quilt.ResyncResponse.result:type_name -> quilt.ResyncStatus
-	7,  // 13: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
-	9,  // 14: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
-	11, // 15: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
-	14, // 16: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
-	17, // 17: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
-	3,  // 18: quilt.QuiltAdmin.ApplyRoutes:input_type -> quilt.ApplyRoutesRequest
-	4,  // 19: quilt.QuiltAdmin.SyncRoutes:input_type -> quilt.SyncRoutesRequest
-	20, // 20: quilt.QuiltAdmin.Resync:input_type -> quilt.ResyncRequest
-	8,  // 21: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
-	10, // 22: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
-	13, // 23: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
-	16, // 24: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
-	19, // 25: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
-	6,  // 26: quilt.QuiltAdmin.ApplyRoutes:output_type -> quilt.ApplyRoutesResponse
-	6,  // 27: quilt.QuiltAdmin.SyncRoutes:output_type -> quilt.ApplyRoutesResponse
-	21, // 28: quilt.QuiltAdmin.Resync:output_type -> quilt.ResyncResponse
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 4: quilt.GarbageCollectIPsRequest.valid:type_name -> quilt.Attachment
+	12, // 5: quilt.GarbageCollectIPsResponse.released:type_name -> quilt.Allocation
+	12, // 6: quilt.ListAllocationsResponse.allocations:type_name -> quilt.Allocation
+	1,  // 7: quilt.RouteStatus.state:type_name -> quilt.RouteState
+	18, // 8: quilt.ListRoutesResponse.routes:type_name -> quilt.RouteStatus
+	21, // 9: quilt.GetStatusResponse.last_resync:type_name -> quilt.ResyncStatus
+	18, // 10: quilt.ResyncResponse.add:type_name -> quilt.RouteStatus
+	18, // 11: quilt.ResyncResponse.move:type_name -> quilt.RouteStatus
+	18, // 12: quilt.ResyncResponse.remove:type_name -> quilt.RouteStatus
+	18, // 13: quilt.ResyncResponse.adopt:type_name -> quilt.RouteStatus
+	21, // 14: quilt.ResyncResponse.result:type_name -> quilt.ResyncStatus
+	7,  // 15: quilt.QuiltAdmin.AllocateIP:input_type -> quilt.AllocateIPRequest
+	9,  // 16: quilt.QuiltAdmin.ReleaseIP:input_type -> quilt.ReleaseIPRequest
+	11, // 17: quilt.QuiltAdmin.ListAllocations:input_type -> quilt.ListAllocationsRequest
+	14, // 18: quilt.QuiltAdmin.GarbageCollectIPs:input_type -> quilt.GarbageCollectIPsRequest
+	17, // 19: quilt.QuiltAdmin.ListRoutes:input_type -> quilt.ListRoutesRequest
+	20, // 20: quilt.QuiltAdmin.GetStatus:input_type -> quilt.GetStatusRequest
+	3,  // 21: quilt.QuiltAdmin.ApplyRoutes:input_type -> quilt.ApplyRoutesRequest
+	4,  // 22: quilt.QuiltAdmin.SyncRoutes:input_type -> quilt.SyncRoutesRequest
+	23, // 23: quilt.QuiltAdmin.Resync:input_type -> quilt.ResyncRequest
+	8,  // 24: quilt.QuiltAdmin.AllocateIP:output_type -> quilt.AllocateIPResponse
+	10, // 25: quilt.QuiltAdmin.ReleaseIP:output_type -> quilt.ReleaseIPResponse
+	16, // 26: quilt.QuiltAdmin.ListAllocations:output_type -> quilt.ListAllocationsResponse
+	15, // 27: quilt.QuiltAdmin.GarbageCollectIPs:output_type -> quilt.GarbageCollectIPsResponse
+	19, // 28: quilt.QuiltAdmin.ListRoutes:output_type -> quilt.ListRoutesResponse
+	22, // 29: quilt.QuiltAdmin.GetStatus:output_type -> quilt.GetStatusResponse
+	6,  // 30: quilt.QuiltAdmin.ApplyRoutes:output_type -> quilt.ApplyRoutesResponse
+	6,  // 31: quilt.QuiltAdmin.SyncRoutes:output_type -> quilt.ApplyRoutesResponse
+	24, // 32: quilt.QuiltAdmin.Resync:output_type -> quilt.ResyncResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -1686,7 +1934,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

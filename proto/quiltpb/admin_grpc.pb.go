@@ -26,27 +26,33 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QuiltAdmin_AllocateIP_FullMethodName      = "/quilt.QuiltAdmin/AllocateIP"
-	QuiltAdmin_ReleaseIP_FullMethodName       = "/quilt.QuiltAdmin/ReleaseIP"
-	QuiltAdmin_ListAllocations_FullMethodName = "/quilt.QuiltAdmin/ListAllocations"
-	QuiltAdmin_ListRoutes_FullMethodName      = "/quilt.QuiltAdmin/ListRoutes"
-	QuiltAdmin_GetStatus_FullMethodName       = "/quilt.QuiltAdmin/GetStatus"
-	QuiltAdmin_ApplyRoutes_FullMethodName     = "/quilt.QuiltAdmin/ApplyRoutes"
-	QuiltAdmin_SyncRoutes_FullMethodName      = "/quilt.QuiltAdmin/SyncRoutes"
-	QuiltAdmin_Resync_FullMethodName          = "/quilt.QuiltAdmin/Resync"
+	QuiltAdmin_AllocateIP_FullMethodName        = "/quilt.QuiltAdmin/AllocateIP"
+	QuiltAdmin_ReleaseIP_FullMethodName         = "/quilt.QuiltAdmin/ReleaseIP"
+	QuiltAdmin_ListAllocations_FullMethodName   = "/quilt.QuiltAdmin/ListAllocations"
+	QuiltAdmin_GarbageCollectIPs_FullMethodName = "/quilt.QuiltAdmin/GarbageCollectIPs"
+	QuiltAdmin_ListRoutes_FullMethodName        = "/quilt.QuiltAdmin/ListRoutes"
+	QuiltAdmin_GetStatus_FullMethodName         = "/quilt.QuiltAdmin/GetStatus"
+	QuiltAdmin_ApplyRoutes_FullMethodName       = "/quilt.QuiltAdmin/ApplyRoutes"
+	QuiltAdmin_SyncRoutes_FullMethodName        = "/quilt.QuiltAdmin/SyncRoutes"
+	QuiltAdmin_Resync_FullMethodName            = "/quilt.QuiltAdmin/Resync"
 )
 
 // QuiltAdminClient is the client API for QuiltAdmin service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type QuiltAdminClient interface {
-	// Gives a container an address from this node's subnet. The same
-	// container ID always gets the same address until it is released.
+	// Gives a container's interface an address from this node's subnet. The
+	// same container ID and interface name always get the same address until
+	// it is released; one container with two interfaces gets two addresses.
 	AllocateIP(ctx context.Context, in *AllocateIPRequest, opts ...grpc.CallOption) (*AllocateIPResponse, error)
-	// Returns a container's address to the pool (idempotent).
+	// Returns an interface's address to the pool (idempotent).
 	ReleaseIP(ctx context.Context, in *ReleaseIPRequest, opts ...grpc.CallOption) (*ReleaseIPResponse, error)
 	// Every live allocation, ordered by address.
 	ListAllocations(ctx context.Context, in *ListAllocationsRequest, opts ...grpc.CallOption) (*ListAllocationsResponse, error)
+	// CNI's GC: releases every allocation of a CNI network whose container
+	// and interface are not among the attachments the container runtime
+	// still knows, once it is older than the grace period.
+	GarbageCollectIPs(ctx context.Context, in *GarbageCollectIPsRequest, opts ...grpc.CallOption) (*GarbageCollectIPsResponse, error)
 	// The desired routes, the routes the helper reports as ours, and which
 	// differ.
 	ListRoutes(ctx context.Context, in *ListRoutesRequest, opts ...grpc.CallOption) (*ListRoutesResponse, error)
@@ -99,6 +105,16 @@ func (c *quiltAdminClient) ListAllocations(ctx context.Context, in *ListAllocati
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAllocationsResponse)
 	err := c.cc.Invoke(ctx, QuiltAdmin_ListAllocations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *quiltAdminClient) GarbageCollectIPs(ctx context.Context, in *GarbageCollectIPsRequest, opts ...grpc.CallOption) (*GarbageCollectIPsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GarbageCollectIPsResponse)
+	err := c.cc.Invoke(ctx, QuiltAdmin_GarbageCollectIPs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -165,13 +181,18 @@ func (c *quiltAdminClient) Resync(ctx context.Context, in *ResyncRequest, opts .
 // All implementations must embed UnimplementedQuiltAdminServer
 // for forward compatibility.
 type QuiltAdminServer interface {
-	// Gives a container an address from this node's subnet. The same
-	// container ID always gets the same address until it is released.
+	// Gives a container's interface an address from this node's subnet. The
+	// same container ID and interface name always get the same address until
+	// it is released; one container with two interfaces gets two addresses.
 	AllocateIP(context.Context, *AllocateIPRequest) (*AllocateIPResponse, error)
-	// Returns a container's address to the pool (idempotent).
+	// Returns an interface's address to the pool (idempotent).
 	ReleaseIP(context.Context, *ReleaseIPRequest) (*ReleaseIPResponse, error)
 	// Every live allocation, ordered by address.
 	ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error)
+	// CNI's GC: releases every allocation of a CNI network whose container
+	// and interface are not among the attachments the container runtime
+	// still knows, once it is older than the grace period.
+	GarbageCollectIPs(context.Context, *GarbageCollectIPsRequest) (*GarbageCollectIPsResponse, error)
 	// The desired routes, the routes the helper reports as ours, and which
 	// differ.
 	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
@@ -208,6 +229,9 @@ func (UnimplementedQuiltAdminServer) ReleaseIP(context.Context, *ReleaseIPReques
 }
 func (UnimplementedQuiltAdminServer) ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAllocations not implemented")
+}
+func (UnimplementedQuiltAdminServer) GarbageCollectIPs(context.Context, *GarbageCollectIPsRequest) (*GarbageCollectIPsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GarbageCollectIPs not implemented")
 }
 func (UnimplementedQuiltAdminServer) ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRoutes not implemented")
@@ -299,6 +323,24 @@ func _QuiltAdmin_ListAllocations_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QuiltAdmin_GarbageCollectIPs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GarbageCollectIPsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QuiltAdminServer).GarbageCollectIPs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QuiltAdmin_GarbageCollectIPs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QuiltAdminServer).GarbageCollectIPs(ctx, req.(*GarbageCollectIPsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _QuiltAdmin_ListRoutes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRoutesRequest)
 	if err := dec(in); err != nil {
@@ -385,6 +427,10 @@ var QuiltAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAllocations",
 			Handler:    _QuiltAdmin_ListAllocations_Handler,
+		},
+		{
+			MethodName: "GarbageCollectIPs",
+			Handler:    _QuiltAdmin_GarbageCollectIPs_Handler,
 		},
 		{
 			MethodName: "ListRoutes",

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,8 @@ func main() {
 }
 
 func run() error {
-	bin := flag.String("bin", "bin", "directory holding quilt-route-helper and quilt-runtime")
+	bin := flag.String("bin", "bin", "directory holding quilt-route-helper, quilt-runtime and quilt-ipam")
+	cniBin := flag.String("cni-bin", "", "directory holding the reference bridge plugin and cnitool (default: the -bin directory's cni/, where make cni-tools puts them)")
 	format := flag.String("o", "text", "output: text (narrated) or json (one report)")
 	interval := flag.Duration("resync-interval", time.Second, "each frontend's --resync-interval")
 	verbose := flag.Bool("v", false, "log every command and process start to stderr")
@@ -51,6 +53,8 @@ func run() error {
 	cfg := overlay.Config{
 		HelperBin:      filepath.Join(*bin, "quilt-route-helper"),
 		FrontendBin:    filepath.Join(*bin, "quilt-runtime"),
+		IPAMBin:        filepath.Join(*bin, "quilt-ipam"),
+		CNIBin:         cmp.Or(*cniBin, filepath.Join(*bin, "cni")),
 		ResyncInterval: *interval,
 		Log:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}

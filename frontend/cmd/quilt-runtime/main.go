@@ -30,6 +30,7 @@ func main() {
 		Usage:   "serve the QuiltRuntime gRPC API; route changes go through quilt-route-helper",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "grpc-addr", Value: cli.NewStringSlice("127.0.0.1:50051"), EnvVars: []string{"QUILT_GRPC_ADDR"}, Usage: "listen address, repeatable: host:port, unix:///path or vsock://CID:PORT"},
+			&cli.StringFlag{Name: "grpc-socket-group", EnvVars: []string{"QUILT_GRPC_SOCKET_GROUP"}, Usage: "group (name or gid) of the unix:// listeners' sockets, mode 0660, for the container runtime's quilt-ipam; this user must be a member (default: its own group)"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"QUILT_TLS_CERT"}, Usage: "serve TLS with this certificate (PEM)"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"QUILT_TLS_KEY"}, Usage: "the certificate's private key (PEM)"},
 			&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"QUILT_TLS_CA"}, Usage: "require client certificates signed by this CA (mTLS)"},
@@ -54,6 +55,7 @@ func main() {
 			&cli.BoolFlag{Name: "allow-root", EnvVars: []string{"QUILT_ALLOW_ROOT"}, Usage: "run even as uid 0 or with capabilities (never needed)"},
 			// For tests: a summary sooner than once a minute.
 			&cli.DurationFlag{Name: "log-summary-interval", Value: frontend.DefaultSummaryInterval, Hidden: true, Usage: "how often, at most, the summary of route calls is logged"},
+			&cli.BoolFlag{Name: "generate-man-page", Hidden: true, Usage: "print the man page, quilt-runtime(8), made from these flags, and exit"},
 		},
 		Action: run,
 	}
@@ -66,6 +68,13 @@ func main() {
 func run(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", c.Args().Slice())
+	}
+	if c.Bool("generate-man-page") {
+		page, err := c.App.ToManWithSection(8)
+		if err == nil {
+			_, err = fmt.Print(page)
+		}
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -127,6 +136,7 @@ func run(c *cli.Context) error {
 		SummaryInterval:   c.Duration("log-summary-interval"),
 		AdoptGrace:        c.Duration("adopt-grace"),
 		ResyncMaxRemovals: &removals,
+		SocketGroup:       c.String("grpc-socket-group"),
 		Version:           version,
 		Log:               slog.New(h),
 	})

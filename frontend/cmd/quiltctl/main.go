@@ -89,8 +89,19 @@ Shell completion: source <(quiltctl completion bash)`,
 			&cli.StringFlag{Name: "tls-server-name", Usage: "expect this name in the server's certificate (default: the host of --addr)"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "deadline of the call"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+			&cli.BoolFlag{Name: "generate-man-page", Hidden: true, Usage: "print the man page, quiltctl(1), made from these flags and commands, and exit"},
 		},
 		Before: func(cc *cli.Context) error {
+			if cc.Bool("generate-man-page") {
+				page, err := cc.App.ToManWithSection(1)
+				if err == nil {
+					_, err = fmt.Fprint(cc.App.Writer, page)
+				}
+				if err != nil {
+					return err
+				}
+				return cli.Exit("", 0)
+			}
 			if o := cc.String("output"); o != "text" && o != "json" {
 				return fmt.Errorf("--output %q: want text or json", o)
 			}
@@ -166,16 +177,19 @@ Shell completion: source <(quiltctl completion bash)`,
 				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
 					return c.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
 				})},
-			{Name: "allocate", ArgsUsage: "CONTAINER_ID", Usage: "give a container an address from this node's subnet (AllocateIP)",
-				Description: "Example: quiltctl allocate web-1   prints 10.42.1.10/24 gateway 10.42.1.1",
+			{Name: "allocate", ArgsUsage: "CONTAINER_ID", Usage: "give a container (or one of its interfaces) an address from this node's subnet (AllocateIP)",
+				Description: "Example: quiltctl allocate web-1   prints 10.42.1.10/24 gateway 10.42.1.1\n" +
+					"   quiltctl allocate --interface eth1 web-1   gives web-1's eth1 an address of its own",
+				Flags: []cli.Flag{interfaceFlag},
 				Action: admin(1, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
-					return c.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: cc.Args().First()})
+					return c.AllocateIP(ctx, &quiltpb.AllocateIPRequest{ContainerId: cc.Args().First(), InterfaceName: cc.String("interface")})
 				})},
-			{Name: "release", ArgsUsage: "CONTAINER_ID", Usage: "return a container's address (ReleaseIP)",
+			{Name: "release", ArgsUsage: "CONTAINER_ID", Usage: "return a container's (or an interface's) address (ReleaseIP)",
+				Flags: []cli.Flag{interfaceFlag},
 				Action: admin(1, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
-					return c.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: cc.Args().First()})
+					return c.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: cc.Args().First(), InterfaceName: cc.String("interface")})
 				})},
-			{Name: "allocations", Usage: "list the live allocations (ListAllocations)",
+			{Name: "allocations", Usage: "list the live allocations, with each one's interface and CNI network (ListAllocations)",
 				Action: admin(0, func(ctx context.Context, c quiltpb.QuiltAdminClient, cc *cli.Context) (proto.Message, error) {
 					return c.ListAllocations(ctx, &quiltpb.ListAllocationsRequest{})
 				})},
@@ -223,6 +237,10 @@ Shell completion: source <(quiltctl completion bash)`,
 		},
 	}
 }
+
+// interfaceFlag names the container's interface an allocation is for;
+// none means the container as a whole.
+var interfaceFlag = &cli.StringFlag{Name: "interface", Aliases: []string{"i"}, Usage: "the container's interface (as CNI's CNI_IFNAME); empty: the container as a whole"}
 
 var batchFlags = []cli.Flag{
 	&cli.StringFlag{Name: "via", Value: "vxlan100", Usage: "interface of the routes added that name none after their destination"},
@@ -437,9 +455,9 @@ func show(cc *cli.Context, m proto.Message) error {
 		}
 		fmt.Fprintf(w, "subnet %s, gateway %s, range %s-%s, %d allocated\n", m.Subnet, m.Gateway, m.RangeFirst, m.RangeLast, len(m.Allocations))
 		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-		fmt.Fprintln(tw, "IP\tCONTAINER")
+		fmt.Fprintln(tw, "IP\tCONTAINER\tINTERFACE\tNETWORK")
 		for _, a := range m.Allocations {
-			fmt.Fprintf(tw, "%s\t%s\n", a.Ip, a.ContainerId)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Ip, a.ContainerId, dash(a.InterfaceName), dash(a.Network))
 		}
 		return tw.Flush()
 	case *quiltpb.ListRoutesResponse:

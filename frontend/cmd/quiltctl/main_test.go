@@ -126,7 +126,10 @@ func TestQuiltctl(t *testing.T) {
 		{args: []string{"remove-route", "10.42.3.0/24"}, out: "ok\n"},
 		{args: []string{"allocate", "web-1"}, out: "10.42.1.10/24 gateway 10.42.1.1\n"},
 		{args: []string{"allocate", "bad id"}, code: 1, errs: "InvalidArgument: container_id"},
-		{args: []string{"allocations"}, out: "10.42.1.10  web-1"},
+		{args: []string{"allocate", "--interface", "eth1", "web-1"}, out: "10.42.1.11/24 gateway 10.42.1.1\n"},
+		{args: []string{"allocate", "-i", "a/b", "web-1"}, code: 1, errs: "InvalidArgument: interface_name"},
+		{args: []string{"allocations"}, out: "IP          CONTAINER  INTERFACE  NETWORK\n10.42.1.10  web-1      -          -\n10.42.1.11  web-1      eth1       -\n"},
+		{args: []string{"release", "-i", "eth1", "web-1"}, out: "released 10.42.1.11\n"},
 		{args: []string{"routes"}, out: "10.42.2.0/24  vxlan100  vxlan100   in-sync"},
 		{args: []string{"status"}, out: "allocations:      1 of 245"},
 		// Right after an InjectRoute, before any resync: not missing.
