@@ -477,6 +477,17 @@ func TestHelperBatch(t *testing.T) {
 	if after := routes(t, ns, "proto", "static"); after != before {
 		t.Errorf("the foreign route changed: %q, was %q", after, before)
 	}
+	// A malformed first record is answered, and the records after it are
+	// still carried out.
+	bad := wire.Record{Op: wire.OpAdd, Tag: 5, Dst: at(41, 20), Ifname: "vxlan100"}.Append(nil)
+	bad[17] = 1 // a reserved byte
+	recs, err := exchange(c, wire.Record{Op: wire.OpAdd, Tag: 6, Dst: at(41, 21), Ifname: "vxlan100"}.Append(bad))
+	if err != nil || len(recs) != 2 || recs[0].Status != wire.StatusBadReserved || recs[1].Result != wire.ResultCreated {
+		t.Fatalf("a malformed record, then a good one: %+v %v; want bad-reserved, then created", recs, err)
+	}
+	if got := routes(t, ns, "proto", "81"); !strings.Contains(got, "10.41.21.0/24 dev vxlan100") {
+		t.Fatalf("the good record's route is not there:\n%s", got)
+	}
 	// More than 256 routes of ours: the list comes in several messages.
 	var more []byte
 	for i := range 60 {
@@ -485,9 +496,9 @@ func TestHelperBatch(t *testing.T) {
 	if recs, err := exchange(c, more); err != nil || len(recs) != 60 {
 		t.Fatalf("60 more: %d answers, %v", len(recs), err)
 	}
-	recs, err := exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Append(nil))
-	if err != nil || len(recs) != 307+1 || recs[307].Result != wire.ResultDone {
-		t.Fatalf("list: %d records (want 307 routes and done), %v", len(recs), err)
+	recs, err = exchange(c, wire.Record{Op: wire.OpList, Tag: 77}.Append(nil))
+	if err != nil || len(recs) != 308+1 || recs[308].Result != wire.ResultDone {
+		t.Fatalf("list: %d records (want 308 routes and done), %v", len(recs), err)
 	}
 	// 257 records: framing broken, answered bad-size, closed.
 	recs, err = exchange(c, append(msg, msg[:wire.Size]...))

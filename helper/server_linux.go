@@ -148,11 +148,11 @@ func (s *Server) handle(reqs []wire.Record, peer slog.Attr) [][]byte {
 	var err error
 	first := &reqs[0]
 	switch {
-	case first.Status != wire.StatusOK || first.Op == wire.OpHello:
-	case first.Op == wire.OpList:
+	case first.Status == wire.StatusOK && first.Op == wire.OpHello:
+	case first.Status == wire.StatusOK && first.Op == wire.OpList:
 		err = s.Routes.List(first, out.add)
 	default:
-		err = s.Routes.Apply(reqs)
+		err = s.Routes.Apply(reqs) // adds and deletes; it skips the records refused already
 	}
 	if err != nil {
 		s.Log.Warn("route requests failed", peer, "err", err)
