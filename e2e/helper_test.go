@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -123,7 +124,7 @@ func TestHelperOwnership(t *testing.T) {
 	// peer; nothing for the requests that found everything as asked. A
 	// last refusal marks the end of the log.
 	want(t, call(t, c, add("10.43.2.0/24", "vxlan100")), wire.StatusOutsideCluster, wire.ResultNone)
-	waitFor(t, h, func() bool { return strings.Contains(h.Output(), "dst=10.43.2.0/24") })
+	waitFor(t, h, func() bool { return strings.Contains(h.Output(), "add 10.43.2.0/24 ") })
 	peer := fmt.Sprintf("uid %d", os.Getuid())
 	audit := strings.Join([]string{
 		"add 10.42.2.0/24 vxlan100 created ok 0", "add 10.42.2.0/24 vxlan200 moved ok 0",
@@ -137,19 +138,30 @@ func TestHelperOwnership(t *testing.T) {
 	}
 }
 
-// auditRe matches one line of the helper's audit log.
-var auditRe = regexp.MustCompile(`msg="route (\S+)" dst=(\S+) dev=(\S+) peer\.pid=\d+ peer\.uid=(\d+) peer\.gid=\d+ result=(\S+) status=(\S+) errno=(\d+)`)
+// auditRe matches one line of the helper's audit log, and entryRe one
+// entry of its records.
+var (
+	auditRe = regexp.MustCompile(`msg="route requests" peer\.pid=\d+ peer\.uid=(\d+) peer\.gid=\d+ records="([^"]*)"`)
+	entryRe = regexp.MustCompile(`^(\S+) (\S+) dev=(\S*) result=(\S+) status=(\S+) errno=(\d+)$`)
+)
 
-// auditLines returns the audit log's lines as "op dst dev result status
-// errno", each checked to name the peer ("uid N").
+// auditLines returns the audit log's entries as "op dst dev result status
+// errno" (dev "" when none), each checked to name the peer ("uid N").
 func auditLines(out, peer string) []string {
 	var lines []string
 	for _, m := range auditRe.FindAllStringSubmatch(out, -1) {
-		line := strings.Join([]string{m[1], m[2], m[3], m[5], m[6], m[7]}, " ")
-		if "uid "+m[4] != peer {
-			line += " from uid " + m[4]
+		for entry := range strings.SplitSeq(m[2], ", ") {
+			e := entryRe.FindStringSubmatch(entry)
+			if e == nil {
+				lines = append(lines, "unreadable entry "+entry)
+				continue
+			}
+			line := strings.Join([]string{e[1], e[2], cmp.Or(e[3], `""`), e[4], e[5], e[6]}, " ")
+			if "uid "+m[1] != peer {
+				line += " from uid " + m[1]
+			}
+			lines = append(lines, line)
 		}
-		lines = append(lines, line)
 	}
 	return lines
 }
@@ -425,7 +437,7 @@ func TestHelperSocketActivation(t *testing.T) {
 // than 256 routes comes in several messages; 257 records break framing.
 func TestHelperBatch(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
-	_, sock := startHelper(t, ns, os.Getuid(), "--cluster-cidr", "10.40.0.0/14")
+	h, sock := startHelper(t, ns, os.Getuid(), "--cluster-cidr", "10.40.0.0/14")
 	c := dialHelper(t, sock)
 	run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
 	at := func(b, c byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, c, 0}), 24) }
@@ -476,6 +488,18 @@ func TestHelperBatch(t *testing.T) {
 	}
 	if after := routes(t, ns, "proto", "static"); after != before {
 		t.Errorf("the foreign route changed: %q, was %q", after, before)
+	}
+	// The audit log gives the batch one line, with an entry for each
+	// record: journald's rate limit must not drop a batch's entries.
+	waitFor(t, h, func() bool { return strings.Contains(h.Output(), "delete 10.41.5.0/24 ") })
+	var batchLines []string
+	for line := range strings.Lines(h.Output()) {
+		if strings.Contains(line, "add 10.40.0.0/24 ") {
+			batchLines = append(batchLines, line)
+		}
+	}
+	if len(batchLines) != 1 || len(auditLines(batchLines[0], "")) != wire.MaxBatch {
+		t.Errorf("the batch's audit: %d lines, want one with %d entries:\n%s", len(batchLines), wire.MaxBatch, batchLines)
 	}
 	// A malformed first record is answered, and the records after it are
 	// still carried out.

@@ -40,7 +40,7 @@ const receiveBuffer = 8 << 20
 func OpenRoutes(p policy.Policy) (*Routes, error) {
 	events, err := open(&netlink.Config{Groups: 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_LINK-1)})
 	if err != nil {
-		return nil, fmt.Errorf("rtnetlink notifications: %w", err)
+		return nil, err
 	}
 	r := &Routes{view: newView(p), events: events}
 	r.raw, err = events.SyscallConn()
@@ -48,7 +48,7 @@ func OpenRoutes(p policy.Policy) (*Routes, error) {
 		return nil, err
 	}
 	if err := r.reopen(); err != nil {
-		return nil, fmt.Errorf("rtnetlink: %w", err)
+		return nil, err
 	}
 	if err := r.rebuild(); err != nil {
 		return nil, err
@@ -116,11 +116,12 @@ func (r *Routes) run(round []int, reqs []wire.Record) error {
 	return cmp.Or(err, r.send(then, reqs))
 }
 
-// send sends the steps in one sendmsg and reads the kernel's answer to
-// each, in order; a refusal fails the step's record, and marks the view
-// stale in case it was wrong. If the socket fails or answers out of
-// order, every step not yet answered fails and the socket is replaced: an
-// unread answer must never be taken for a later request's.
+// send sends the steps in one sendmsg, of which only the last asks for an
+// ack: the kernel carries out a sendmsg's requests in order and answers
+// each refusal, so when the last step's answer has come, every refusal
+// has. A refusal fails its step's record, and marks the view stale in case
+// it was wrong. If the socket fails, no step is known to have succeeded:
+// every one fails, and the socket is replaced, its unread answers with it.
 func (r *Routes) send(steps []step, reqs []wire.Record) error {
 	if len(steps) == 0 {
 		return nil
@@ -129,13 +130,32 @@ func (r *Routes) send(steps []step, reqs []wire.Record) error {
 	for _, s := range steps {
 		msgs = append(msgs, s.msg)
 	}
-	msgs, err := r.requests.SendMessages(msgs)
-	for k, s := range steps {
-		var refused error
-		if err == nil {
-			refused, err = r.answer(msgs[k].Header.Sequence)
+	msgs[len(msgs)-1].Header.Flags |= netlink.Acknowledge
+	sent, err := r.requests.SendMessages(msgs)
+	answers := map[uint32]error{} // by sequence number: nil for an ack, or a refusal's errno
+	for err == nil {
+		var got []netlink.Message
+		got, err = r.requests.Receive()
+		var oe *netlink.OpError
+		switch {
+		case errors.As(err, &oe) && oe.Sequence != 0: // a refusal; a failure of the socket has no number
+			answers[oe.Sequence] = oe.Err
+			err = nil
+		case err == nil && len(got) != 1:
+			err = errors.New("not one answer")
+		case err == nil:
+			answers[got[0].Header.Sequence] = nil
 		}
-		if failure := cmp.Or(refused, err); failure != nil {
+		if _, done := answers[sent[len(sent)-1].Header.Sequence]; done {
+			break
+		}
+	}
+	for k, s := range steps {
+		failure := err // then no answer can be trusted
+		if err == nil {
+			failure = answers[sent[k].Header.Sequence]
+		}
+		if failure != nil {
 			fail(&reqs[s.record], failure)
 			r.stale = true
 		}
@@ -155,20 +175,6 @@ func fail(req *wire.Record, err error) {
 	if errors.As(err, &errno) {
 		req.Errno = uint32(errno)
 	}
-}
-
-// answer reads the kernel's answer to request seq: refused is the errno of
-// a refusal; err means the socket can no longer be trusted.
-func (r *Routes) answer(seq uint32) (refused, err error) {
-	msgs, err := r.requests.Receive()
-	var oe *netlink.OpError
-	if errors.As(err, &oe) && oe.Sequence == seq {
-		return oe.Err, nil
-	}
-	if err == nil && (len(msgs) != 1 || msgs[0].Header.Sequence != seq) {
-		err = errors.New("answer out of order")
-	}
-	return nil, err
 }
 
 // List rebuilds the view, the backstop against any drift, hands each
@@ -254,25 +260,26 @@ func (r *Routes) rebuild() error {
 	}
 	if err != nil {
 		r.stale = true
+		r.reopen() // and the rest of the dump with it
 		return fmt.Errorf("dump: %w", err)
 	}
 	r.dropDown()
 	return nil
 }
 
-// dump sends a dump request and applies every message of the answer.
+// dump sends a dump request and applies every message of the answer. On
+// a failure the rest of the answer is left unread: the caller replaces the
+// socket.
 func (r *Routes) dump(typ netlink.HeaderType, data []byte) error {
 	_, err := r.requests.Send(netlink.Message{
 		Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Dump},
 		Data:   data,
 	})
 	if err != nil {
-		r.reopen()
 		return err
 	}
 	for m, err := range r.requests.ReceiveIter() {
 		if err != nil {
-			r.reopen()
 			return err
 		}
 		r.handle(m)

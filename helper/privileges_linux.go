@@ -40,11 +40,12 @@ func checkStatus(status string) error {
 			errs = append(errs, fmt.Errorf("%s is %q: want %s", field, fields[field], rule))
 		}
 	}
-	uids := strings.Fields(fields["Uid"])
+	for _, field := range []string{"Uid", "Gid"} {
+		ids := strings.Fields(fields[field])
+		want(len(ids) == 4 && !slices.Contains(ids, "0"), field, "four ids, none of them 0 (root)")
+	}
 	gids := strings.Fields(fields["Gid"])
 	groups := strings.Fields(fields["Groups"])
-	want(len(uids) == 4 && !slices.Contains(uids, "0"), "Uid", "four ids, none of them 0 (root)")
-	want(len(gids) == 4 && !slices.Contains(gids, "0"), "Gid", "four ids, none of them 0 (root)")
 	want(len(groups) == 0 || slices.Equal(groups, gids[:min(len(gids), 1)]), "Groups", "no supplementary group")
 	for _, field := range []string{"CapPrm", "CapEff", "CapBnd"} {
 		want(capabilities(fields[field]) == netAdmin, field, "exactly CAP_NET_ADMIN")

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -124,7 +125,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		}
 		reqs, err := wire.DecodeRequests(buf[:n])
 		if reqs[0].Op == wire.OpWatch && reqs[0].Status == wire.StatusOK {
-			s.watch(c, raw, reqs[0])
+			s.watch(c, reqs[0])
 			return
 		}
 		for _, msg := range s.handle(reqs, peer) {
@@ -159,13 +160,27 @@ func (s *Server) handle(reqs []wire.Record, peer slog.Attr) [][]byte {
 	}
 	for _, r := range reqs {
 		out.add(r)
+	}
+	s.audit(reqs, peer)
+	return out.msgs
+}
+
+// audit logs what one message changed and refused, in one line that has
+// an entry for each such record. A batch of 256 takes one line, not 256,
+// so journald's rate limit drops none of them. A record that changed
+// nothing gets no entry.
+func (s *Server) audit(reqs []wire.Record, peer slog.Attr) {
+	var entries []string
+	for _, r := range reqs {
 		if r.Status != wire.StatusOK || r.Result == wire.ResultCreated ||
 			r.Result == wire.ResultMoved || r.Result == wire.ResultDeleted {
-			s.Log.Info("route "+r.Op.String(), "dst", r.Dst, "dev", r.Ifname, peer,
-				"result", r.Result, "status", r.Status, "errno", r.Errno)
+			entries = append(entries, fmt.Sprintf("%v %v dev=%s result=%v status=%v errno=%d",
+				r.Op, r.Dst, r.Ifname, r.Result, r.Status, r.Errno))
 		}
 	}
-	return out.msgs
+	if len(entries) > 0 {
+		s.Log.Info("route requests", peer, "records", strings.Join(entries, ", "))
+	}
 }
 
 // batcher encodes records into messages of at most wire.MaxBatch.
@@ -176,7 +191,7 @@ type batcher struct {
 
 func (b *batcher) add(r wire.Record) {
 	if b.n%wire.MaxBatch == 0 {
-		b.msgs = append(b.msgs, make([]byte, 0, wire.MaxBatch*wire.Size))
+		b.msgs = append(b.msgs, nil)
 	}
 	last := len(b.msgs) - 1
 	b.msgs[last] = r.Append(b.msgs[last])
@@ -186,15 +201,14 @@ func (b *batcher) add(r wire.Record) {
 // watcher is the peer that asked, last, to be told what changes.
 type watcher struct {
 	conn *net.UnixConn
-	raw  syscall.RawConn
 	tag  uint32
 }
 
 // watch tells the peer to compare every route once (a resync event), makes
 // it the watcher, replacing an older one, and holds the connection until
 // the peer leaves or sends anything (it must not).
-func (s *Server) watch(c *net.UnixConn, raw syscall.RawConn, req wire.Record) {
-	w := &watcher{conn: c, raw: raw, tag: req.Tag}
+func (s *Server) watch(c *net.UnixConn, req wire.Record) {
+	w := &watcher{conn: c, tag: req.Tag}
 	s.mu.Lock()
 	if s.watcher != nil {
 		s.watcher.conn.Close()
@@ -214,8 +228,9 @@ func (s *Server) watch(c *net.UnixConn, raw syscall.RawConn, req wire.Record) {
 
 // publish tells the watcher what changed in the view: an event for each
 // prefix, or a resync event when it must compare everything. It never
-// blocks and never queues: a watcher whose socket is full is closed, and
-// its next watch begins with a resync.
+// queues, and waits at most a millisecond for each message: a watcher
+// whose socket stays full is closed, and its next watch begins with a
+// resync.
 func (s *Server) publish() {
 	w := s.watcher
 	var out batcher
@@ -228,15 +243,12 @@ func (s *Server) publish() {
 			out.add(wire.Record{Op: wire.OpWatch, Tag: w.tag, Dst: dst, Result: wire.ResultChanged})
 		}
 	}
-	clear(s.Routes.changed)
+	s.Routes.changed = map[netip.Prefix]bool{} // not clear: that would keep the room of the largest burst
 	s.Routes.resync = false
 	for _, msg := range out.msgs {
-		var err error
-		werr := w.raw.Write(func(fd uintptr) bool {
-			err = unix.Send(int(fd), msg, unix.MSG_DONTWAIT)
-			return true
-		})
-		if werr != nil || err != nil {
+		w.conn.SetWriteDeadline(time.Now().Add(time.Millisecond))
+		_, err := w.conn.Write(msg)
+		if err != nil {
 			w.conn.Close()
 			return
 		}

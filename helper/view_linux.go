@@ -123,11 +123,11 @@ func (v *view) handleLink(m netlink.Message) {
 		v.dropDown() // a link never up has no routes: a new veth costs nothing here
 	}
 	if up && !wasUp && m.Header.PID != v.self && v.policy.CheckInterface(name) == nil {
-		v.resync = true // routes the kernel refused while it was down can be added now
+		v.resync = true // not a dump: routes the kernel refused while it was down can be added now
 	}
 }
 
-// dropDown removes every route via a link that is down or gone, copying
+// dropDown removes every route via a link that is down or gone, writing
 // only the entries it changes.
 func (v *view) dropDown() {
 	down := func(rt route) bool {
@@ -135,7 +135,7 @@ func (v *view) dropDown() {
 	}
 	for dst, here := range v.routes {
 		if slices.ContainsFunc(here, down) {
-			v.routes[dst] = slices.DeleteFunc(slices.Clone(here), down)
+			v.routes[dst] = slices.DeleteFunc(here, down)
 			v.changed[dst] = true
 		}
 	}
@@ -239,15 +239,11 @@ func request(i int, typ netlink.HeaderType, flags netlink.HeaderFlags, dst netip
 	}
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(unix.RTA_DST, dst.Addr().AsSlice())
-	if rt.prio != 0 {
-		ae.Uint32(unix.RTA_PRIORITY, rt.prio)
-	}
-	if rt.oif != 0 {
-		ae.Uint32(unix.RTA_OIF, rt.oif)
-	}
-	attrs, _ := ae.Encode() // fixed-size attributes: it cannot fail
+	ae.Uint32(unix.RTA_PRIORITY, rt.prio) // 0, the default metric, is the same as none
+	ae.Uint32(unix.RTA_OIF, rt.oif)       // 0, no single interface, matches any in a delete
+	attrs, _ := ae.Encode()               // fixed-size attributes: it cannot fail
 	data, _ := binary.Append(nil, binary.NativeEndian, rtm)
-	h := netlink.Header{Type: typ, Flags: netlink.Request | netlink.Acknowledge | flags}
+	h := netlink.Header{Type: typ, Flags: netlink.Request | flags}
 	return step{i, netlink.Message{Header: h, Data: append(data, attrs...)}}
 }
 

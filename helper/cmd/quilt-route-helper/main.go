@@ -58,12 +58,12 @@ func run(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	log.Info("route helper serving", "socket", l.Addr(), "allow_uid", uid, "policy", pol, "uid", os.Getuid())
+	log.Info("route helper serving", "socket", l.Addr(), "allow_uid", uid, "policy", pol)
 	// No signal handling: SIGTERM ends the process, its routes stay in the
 	// kernel, and the next start removes the socket file left behind.
 	// Serve returns only when the socket fails: let the supervisor restart us.
 	server := &helper.Server{Routes: routes, AllowUID: uid, Log: log}
-	return fmt.Errorf("serve: %w", server.Serve(l))
+	return server.Serve(l)
 }
 
 // lookupUID resolves a user name, once at start (never per connection),
