@@ -21,6 +21,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 )
 
 // SchemaVersion is the layout this code reads and writes. Open migrates a
@@ -458,28 +459,23 @@ func (s *Store) DeleteAllocations(keys ...ipam.Key) error {
 	})
 }
 
-// RouteChange is one change to the desired routes: Ifname empty deletes.
-type RouteChange struct {
-	Dst    netip.Prefix
-	Ifname string
-}
-
-// ChangeRoutes applies changes to the desired routes in one transaction;
-// a change to an adopted route confirms it (its mark goes). They are
+// ChangeRoutes applies changes to the desired routes in one transaction,
+// a removal where Ifname is empty; a change to an adopted route confirms
+// it (its mark goes). They are
 // written in key order: bbolt inserts into an in-memory page that is split
 // only at commit, so keys in order are appended, and keys out of order
 // would be shifted in one by one (quadratic for a large batch).
-func (s *Store) ChangeRoutes(changes ...RouteChange) error {
+func (s *Store) ChangeRoutes(changes ...route.Route) error {
 	return s.changeRoutes(false, changes)
 }
 
 // AdoptRoutes records routes found in the kernel as desired and marks them
 // adopted, in one transaction.
-func (s *Store) AdoptRoutes(changes ...RouteChange) error {
+func (s *Store) AdoptRoutes(changes ...route.Route) error {
 	return s.changeRoutes(true, changes)
 }
 
-func (s *Store) changeRoutes(adopt bool, changes []RouteChange) error {
+func (s *Store) changeRoutes(adopt bool, changes []route.Route) error {
 	type kv struct{ k, v []byte }
 	sorted := make([]kv, len(changes))
 	for i, c := range changes {

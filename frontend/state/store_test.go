@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -46,9 +47,9 @@ func fill(t *testing.T, s *Store, snap *Snapshot) {
 	if _, _, err := a.Release(ipam.Key{ContainerID: "c2", Ifname: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	err = s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"}, RouteChange{netip.MustParsePrefix("10.42.3.0/24"), "vxlan100"})
+	err = s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}, route.Route{Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"})
 	if err == nil {
-		err = s.ChangeRoutes(RouteChange{Dst: netip.MustParsePrefix("10.42.3.0/24")}, RouteChange{netip.MustParsePrefix("10.42.4.0/24"), "vxlan200"})
+		err = s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.3.0/24")}, route.Route{Dst: netip.MustParsePrefix("10.42.4.0/24"), Ifname: "vxlan200"})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +246,7 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"})
+	s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"})
 	s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24"))
 	s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: "c1", Ifname: "eth0"}, IP: netip.MustParseAddr("10.42.1.10"), Network: "quilt"})
 	_ = snap

@@ -1,4 +1,4 @@
-package frontend
+package api
 
 import (
 	"context"
@@ -6,22 +6,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/netip"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
-	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 // Limits of the batch RPCs: changes in one message (so a message stays
-// under MaxRecvMsgSize), and in one stream (twice the 65,536 node
-// subnets of a /8 cluster).
+// under the server's largest message), and in one stream (twice the
+// 65,536 node subnets of a /8 cluster).
 const (
 	MaxChangesPerMessage = 256
 	MaxChangesPerStream  = 1 << 17
@@ -69,13 +68,13 @@ func receive[M any](stream grpc.ClientStreamingServer[M, quiltpb.ApplyRoutesResp
 	}
 }
 
-// applyBatch validates every change, then, holding every route lock,
-// records them as desired in one transaction and has the helper carry them
-// out in batches. For a sync, desired routes not in the set are removed.
-// One invalid change applies nothing: the error names it and its rule.
+// applyBatch validates every change, then has the reconciler record them
+// as desired in one transaction and the helper carry them out. For a
+// sync, desired routes not in the set are removed. One invalid change
+// applies nothing: the error names it and its rule.
 func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteChange, sync bool) (*quiltpb.ApplyRoutesResponse, error) {
 	start := time.Now()
-	changes := make([]Change, len(in))
+	changes := make([]route.Route, len(in))
 	seen := make(map[netip.Prefix]int, len(in))
 	for i, c := range in {
 		dst, err := ParseDestination(a.Policy, fmt.Sprintf("changes[%d].destination", i), c.Destination)
@@ -92,47 +91,27 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 		}
 		changes[i].Dst, seen[dst] = dst, i
 	}
-	a.agentCalled()
-	defer a.Routes.LockAll()()
-	if sub := a.Subnet(); sub.IsValid() {
-		if i, ok := seen[sub]; ok && changes[i].Ifname != "" {
-			return nil, status.Errorf(codes.InvalidArgument, "changes[%d].destination %v %v", i, sub, ErrOwnSubnet)
-		}
-	}
-	if sync {
-		// The complete set: every route not in it goes, desired or not (a
-		// route of ours nobody desires is the agent's to remove too, past
-		// any limit of the resync's).
-		gone := map[netip.Prefix]bool{}
-		for dst := range a.Routes.All() {
-			gone[dst] = true
-		}
-		if owned, err := a.Helper.List(ctx); err == nil {
-			for _, rt := range owned {
-				gone[rt.Dst] = true
+	a.Routes.AgentCalled()
+	applied, err := a.Routes.Apply(ctx, reconcile.Batch{Changes: changes, Sync: sync, Check: func() error {
+		if sub := a.subnet(); sub.IsValid() {
+			if i, ok := seen[sub]; ok && !changes[i].IsRemoval() {
+				return status.Errorf(codes.InvalidArgument, "changes[%d].destination %v %v", i, sub, ErrOwnSubnet)
 			}
 		}
-		for _, dst := range slices.SortedFunc(maps.Keys(gone), comparePrefixes) {
-			if _, ok := seen[dst]; !ok {
-				changes = append(changes, Change{Dst: dst})
-			}
-		}
+		return nil
+	}})
+	switch {
+	case errors.Is(err, reconcile.ErrNotRecorded):
+		return nil, status.Errorf(codes.Internal, "%d route changes not recorded, nothing changed: %v", len(applied.Changes), err)
+	case err != nil:
+		return nil, err
 	}
-	recorded, err := a.Routes.SetMany(changes)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "%d route changes not recorded, nothing changed: %v", len(changes), err)
-	}
-	res, errs := a.Helper.Apply(ctx, changes)
-	resp := &quiltpb.ApplyRoutesResponse{Results: make([]*quiltpb.RouteChangeResult, len(changes))}
+	resp := &quiltpb.ApplyRoutesResponse{Results: make([]*quiltpb.RouteChangeResult, len(applied.Changes))}
 	count := map[quiltpb.RouteResult]int{}
-	for i, c := range changes {
-		r := &quiltpb.RouteChangeResult{Destination: c.Dst.String(), Result: batchResult[res[i]]}
-		if c.Ifname != "" || errs[i] == nil {
-			a.noteConflict(c.Dst, errs[i])
-		}
-		if errs[i] != nil {
-			op := map[bool]string{true: "add", false: "delete"}[c.Ifname != ""]
-			r.Result, r.Error = quiltpb.RouteResult_ROUTE_RESULT_FAILED, helperError(op, c.Dst, c.Ifname, errs[i]).Error()
+	for i, c := range applied.Changes {
+		r := &quiltpb.RouteChangeResult{Destination: c.Dst.String(), Result: routeResult(applied.Results[i])}
+		if err := applied.Errs[i]; err != nil {
+			r.Result, r.Error = quiltpb.RouteResult_ROUTE_RESULT_FAILED, helperError(c, err).Error()
 			if resp.Failed++; resp.Failed <= 10 {
 				a.Log.Warn(rpc+": route change failed", "rpc", rpc, "destination", c.Dst, "dev", c.Ifname, "err", r.Error)
 			}
@@ -142,21 +121,15 @@ func (a *Admin) applyBatch(ctx context.Context, rpc string, in []*quiltpb.RouteC
 	}
 	// A batch that found everything as asked is logged at DEBUG, as a
 	// no-op InjectRoute is, and counted for the summary.
-	changed := recorded > 0 || count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED] < len(changes)
+	n := len(applied.Changes)
+	changed := applied.Recorded > 0 || count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED] < n
 	a.calls.count(changed, resp.Failed > 0)
 	level := slog.LevelDebug
 	if changed {
 		level = slog.LevelInfo
 	}
-	a.Log.Log(ctx, level, fmt.Sprintf("%s: %d changes", rpc, len(changes)), "rpc", rpc, "changes", len(changes), "created", count[quiltpb.RouteResult_ROUTE_RESULT_CREATED],
+	a.Log.Log(ctx, level, fmt.Sprintf("%s: %d changes", rpc, n), "rpc", rpc, "changes", n, "created", count[quiltpb.RouteResult_ROUTE_RESULT_CREATED],
 		"unchanged", count[quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED], "moved", count[quiltpb.RouteResult_ROUTE_RESULT_MOVED],
-		"deleted", count[quiltpb.RouteResult_ROUTE_RESULT_DELETED], "failed", resp.Failed, "recorded", recorded, "took", time.Since(start).Round(time.Microsecond))
+		"deleted", count[quiltpb.RouteResult_ROUTE_RESULT_DELETED], "failed", resp.Failed, "recorded", applied.Recorded, "took", time.Since(start).Round(time.Microsecond))
 	return resp, nil
-}
-
-// batchResult names the helper's results in the batch RPCs' terms.
-var batchResult = map[wire.Result]quiltpb.RouteResult{
-	wire.ResultCreated: quiltpb.RouteResult_ROUTE_RESULT_CREATED, wire.ResultUnchanged: quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED,
-	wire.ResultMoved: quiltpb.RouteResult_ROUTE_RESULT_MOVED, wire.ResultDeleted: quiltpb.RouteResult_ROUTE_RESULT_DELETED,
-	wire.ResultAbsent: quiltpb.RouteResult_ROUTE_RESULT_UNCHANGED,
 }
