@@ -20,6 +20,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/group"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 	"github.com/quiltmesh/quilt-runtime/frontend/route"
 )
@@ -67,12 +68,23 @@ type Snapshot struct {
 }
 
 // Store is an open state file. Its methods are safe for concurrent use;
-// each returns once its change is durable.
+// each returns once its change is durable. Changes that arrive while a
+// commit is in flight share the next one: one transaction, one fsync,
+// for all of them (group commit).
 type Store struct {
-	db     *bolt.DB
-	path   string
-	schema int // the file's; changes wait for Migrate
-	log    *slog.Logger
+	db      *bolt.DB
+	path    string
+	schema  int // the file's; changes wait for Migrate
+	log     *slog.Logger
+	commits *group.Group[*change]
+	// beforeCommit, if set, is called before each transaction (tests).
+	beforeCommit func()
+}
+
+// change is one caller's change, waiting for its transaction.
+type change struct {
+	write func(tx *bolt.Tx) error
+	err   error
 }
 
 // Path returns the state file's path.
@@ -108,7 +120,9 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 		return nil, nil, err
 	}
 	snap.Created = created
-	return &Store{db: db, path: path, schema: snap.Schema, log: log}, snap, nil
+	s := &Store{db: db, path: path, schema: snap.Schema, log: log}
+	s.commits = group.New(s.commit)
+	return s, snap, nil
 }
 
 // openDB opens the file and reads it whole. bbolt panics on some corrupt
@@ -413,19 +427,55 @@ func load(db *bolt.DB) (*Snapshot, error) {
 	return snap, err
 }
 
-// update runs one write transaction on the meta, allocations and routes
-// buckets; it returns once the change is on disk.
+// update writes one change to the meta, allocations and routes buckets;
+// it returns once the change is on disk.
 func (s *Store) update(f func(meta, allocs, routes *bolt.Bucket) error) error {
 	if s.schema != SchemaVersion {
 		return fmt.Errorf("save state to %s: the file is of schema %d and not migrated yet", s.path, s.schema)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		return f(tx.Bucket(bucketMeta), tx.Bucket(bucketAllocs), tx.Bucket(bucketRoutes))
 	})
-	if err != nil {
-		return fmt.Errorf("save state to %s: %w", s.path, err)
+}
+
+// write has the next commit carry a change, and returns once it is on
+// disk, or why not.
+func (s *Store) write(f func(tx *bolt.Tx) error) error {
+	c := &change{write: f}
+	s.commits.Do(c)
+	if c.err != nil {
+		return fmt.Errorf("save state to %s: %w", s.path, c.err)
 	}
 	return nil
+}
+
+// commit writes the changes that queued together in one transaction. A
+// change whose own writes fail is answered with that error alone, and
+// the others are committed without it; a failed commit fails them all.
+func (s *Store) commit(changes []*change) {
+	for len(changes) > 0 {
+		if s.beforeCommit != nil {
+			s.beforeCommit()
+		}
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range changes {
+				if err := c.write(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range changes {
+				c.err = err
+			}
+			return
+		}
+		changes[failed].err = err
+		changes = slices.Delete(changes, failed, failed+1)
+	}
 }
 
 // SetSubnet records the node subnet and forgets the last address handed out.
@@ -482,7 +532,7 @@ func (s *Store) changeRoutes(adopt bool, changes []route.Route) error {
 		sorted[i] = kv{[]byte(c.Dst.String()), []byte(c.Ifname)}
 	}
 	slices.SortStableFunc(sorted, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		routes := tx.Bucket(bucketRoutes)
 		adopted := tx.Bucket(bucketAdopted)
 		if adopt && adopted == nil {
@@ -511,8 +561,4 @@ func (s *Store) changeRoutes(adopt bool, changes []route.Route) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("save state to %s: %w", s.path, err)
-	}
-	return nil
 }
