@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/group"
 	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
@@ -54,6 +55,7 @@ type Reconciler struct {
 	log      *slog.Logger
 	now      func() time.Time
 	counters counters
+	requests *group.Group[*request] // for the helper, gathered (send)
 
 	mu           sync.Mutex
 	adoptPending bool                    // the state file was new: the first resync adopts what the kernel holds
@@ -73,6 +75,7 @@ func New(cfg Config) *Reconciler {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	r.requests = group.New(r.ask)
 	return r
 }
 
@@ -218,7 +221,7 @@ func (r *Reconciler) unnamed(ctx context.Context, set []route.Route) []route.Rou
 // notes what its answers say of conflicts: an add refused for a foreign
 // route is one, a route no longer desired is none.
 func (r *Reconciler) carryOut(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
-	res, errs := r.helper.Apply(ctx, changes)
+	res, errs := r.send(ctx, changes)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, c := range changes {
