@@ -114,8 +114,10 @@ func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*
 	if err != nil {
 		resp.HelperAvailable, resp.HelperError = false, err.Error()
 	}
+	routes := newRepeated(resp, "routes")
+	var rs quiltpb.RouteStatus
 	for st := range statuses {
-		rs := &quiltpb.RouteStatus{Destination: st.Dst.String(), DesiredInterface: st.Want, InstalledInterface: st.Have}
+		rs.Destination, rs.DesiredInterface, rs.InstalledInterface, rs.Detail = st.Dst.String(), st.Want, st.Have, ""
 		switch {
 		case st.Want == "":
 			rs.State = quiltpb.RouteState_ROUTE_STATE_STRAY
@@ -133,8 +135,9 @@ func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*
 		default:
 			rs.State = quiltpb.RouteState_ROUTE_STATE_MISROUTED
 		}
-		resp.Routes = append(resp.Routes, rs)
+		routes.add(&rs)
 	}
+	routes.into(resp)
 	return resp, nil
 }
 

@@ -103,3 +103,35 @@ func TestBatchRoutes(t *testing.T) {
 		t.Errorf("sync without an interface: %v", err)
 	}
 }
+
+// TestBatchFirstRefusal: of several bad changes, the refusal names the
+// first in the stream's order, a duplicate as much as an invalid one,
+// wherever the stream's messages split them.
+func TestBatchFirstRefusal(t *testing.T) {
+	ac := quiltpb.NewQuiltAdminClient(testnode.Serve(t, newNode(t, testkit.New(), io.Discard), api.Info{}))
+	ch := func(dst string) *quiltpb.RouteChange {
+		return &quiltpb.RouteChange{Destination: dst, ViaInterface: "vxlan100"}
+	}
+	for _, tc := range []struct {
+		msgs [][]*quiltpb.RouteChange
+		want string
+	}{
+		{[][]*quiltpb.RouteChange{{ch("10.42.2.0/24"), ch("10.42.3.0/24"), ch("10.42.4.0/24")}, {ch("10.42.3.0/24"), ch("10.42.2.0/24"), ch("10.42.5.1/24")}},
+			"changes[3].destination 10.42.3.0/24 appears twice (also changes[1])"},
+		{[][]*quiltpb.RouteChange{{ch("10.42.2.0/24"), ch("10.42.5.1/24")}, {ch("10.42.2.0/24")}},
+			"changes[1].destination 10.42.5.1/24 has host bits set"},
+		{[][]*quiltpb.RouteChange{{ch("10.42.2.0/24")}, {ch("10.42.2.0/24"), {Destination: "10.42.6.0/24", ViaInterface: "eth0"}}},
+			"changes[1].destination 10.42.2.0/24 appears twice (also changes[0])"},
+	} {
+		st, err := ac.ApplyRoutes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range tc.msgs {
+			st.Send(&quiltpb.ApplyRoutesRequest{Changes: m})
+		}
+		if _, err := st.CloseAndRecv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want InvalidArgument %q", err, tc.want)
+		}
+	}
+}

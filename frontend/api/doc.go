@@ -10,6 +10,11 @@
 // with gRPC status codes. Route changes go to the node's reconciler
 // (package reconcile), addresses to its allocator (package ipam).
 //
+// Large calls stream through: a batch's changes are validated as its
+// messages arrive and the protos dropped, and the answers of many routes
+// (ApplyRoutes, SyncRoutes, ListRoutes) are built in their wire form, one
+// element at a time (repeated), rather than as that many messages.
+//
 // It needs no privileges. Knobs: the batch limits MaxChangesPerMessage
 // and MaxChangesPerStream. Logs go to the Node's *slog.Logger: at INFO
 // what changes something or fails, at DEBUG the calls that find

@@ -67,18 +67,14 @@ const window = 4
 
 // Hello checks the helper answers and speaks our protocol version.
 func (h *Client) Hello(ctx context.Context) error {
-	_, errs := h.do(ctx, []wire.Record{{Op: wire.OpHello}})
+	_, errs := h.do(ctx, 1, func(int) wire.Record { return wire.Record{Op: wire.OpHello} })
 	return errs[0]
 }
 
 // Apply sends the changes wire.MaxBatch to a message, up to window
 // messages ahead of their answers.
 func (h *Client) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
-	reqs := make([]wire.Record, len(changes))
-	for i, c := range changes {
-		reqs[i] = request(c)
-	}
-	return h.do(ctx, reqs)
+	return h.do(ctx, len(changes), func(i int) wire.Record { return request(changes[i]) })
 }
 
 // request is the helper's request for a change: an add, or a delete.
@@ -158,30 +154,35 @@ func (h *Client) Watch(ctx context.Context, report func(resync bool, changed []n
 	}
 }
 
-// do sends requests, MaxBatch to a message and up to window messages
-// ahead, and returns each one's result and error. A helper status becomes
-// an error wrapping the wire.Status (and the errno for kernel errors); any
-// transport trouble fails every request not yet answered with
-// ErrUnavailable and drops the connection.
-func (h *Client) do(ctx context.Context, reqs []wire.Record) ([]wire.Result, []error) {
+// do sends n requests, req(i) the ith, MaxBatch to a message and up to
+// window messages ahead, and returns each one's result and error. Each
+// message is made as it is sent, so a large batch is never held whole. A
+// helper status becomes an error wrapping the wire.Status (and the errno
+// for kernel errors); any transport trouble fails every request not yet
+// answered with ErrUnavailable and drops the connection.
+func (h *Client) do(ctx context.Context, n int, req func(i int) wire.Record) ([]wire.Result, []error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	res, errs := make([]wire.Result, len(reqs)), make([]error, len(reqs))
-	chunk := func(i int) []wire.Record { return reqs[i*wire.MaxBatch : min(len(reqs), (i+1)*wire.MaxBatch)] }
-	n, sent, got := (len(reqs)+wire.MaxBatch-1)/wire.MaxBatch, 0, 0
+	res, errs := make([]wire.Result, n), make([]error, n)
+	var pending [window][]wire.Record // the requests of the messages awaiting their answers, by message number
+	var msg []byte
+	msgs, sent, got := (n+wire.MaxBatch-1)/wire.MaxBatch, 0, 0
 	err := h.connect(h.deadline(ctx))
-	for err == nil && got < n {
-		for ; err == nil && sent < n && sent < got+window; sent++ {
-			var msg []byte
-			for i := range chunk(sent) {
-				chunk(sent)[i].Tag = h.nextTag()
-				msg = chunk(sent)[i].Append(msg)
+	for err == nil && got < msgs {
+		for ; err == nil && sent < msgs && sent < got+window; sent++ {
+			reqs := pending[sent%window][:0]
+			msg = msg[:0]
+			for i := sent * wire.MaxBatch; i < min(n, (sent+1)*wire.MaxBatch); i++ {
+				r := req(i)
+				r.Tag = h.nextTag()
+				reqs, msg = append(reqs, r), r.Append(msg)
 			}
+			pending[sent%window] = reqs
 			err = h.write(ctx, msg)
 		}
 		var recs []wire.Record
 		if err == nil {
-			recs, err = h.read(ctx, chunk(got), false)
+			recs, err = h.read(ctx, pending[got%window], false)
 		}
 		if err != nil {
 			break
@@ -196,7 +197,7 @@ func (h *Client) do(ctx context.Context, reqs []wire.Record) ([]wire.Result, []e
 			h.drop(err)
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		for i := got * wire.MaxBatch; i < len(reqs); i++ {
+		for i := got * wire.MaxBatch; i < n; i++ {
 			errs[i] = err
 		}
 	}

@@ -1,7 +1,7 @@
 package reconcile
 
 import (
-	"maps"
+	"iter"
 	"net/netip"
 	"slices"
 	"sync"
@@ -12,15 +12,18 @@ import (
 // Store makes changes to the desired routes durable. Each call returns
 // once its change is on disk.
 type Store interface {
-	// ChangeRoutes records changes; a change to an adopted route confirms it.
-	ChangeRoutes(changes ...route.Route) error
+	// ChangeRoutes records changes, read once; a change to an adopted
+	// route confirms it.
+	ChangeRoutes(changes iter.Seq[route.Route]) error
 	// AdoptRoutes records routes found in the kernel as desired, adopted.
-	AdoptRoutes(changes ...route.Route) error
+	AdoptRoutes(changes iter.Seq[route.Route]) error
 }
 
 // desired is the set of routes the agent asked for: what the kernel should
 // hold, whatever it holds now. It is kept in memory and written through to
-// the state file before any change is acknowledged.
+// the state file before any change is acknowledged. In memory each route
+// is a key and the index of its interface's name: a node of 65,536 peers
+// keeps its routes in about a megabyte.
 //
 // lock serialises everything done for one destination: recording it and
 // the helper request that follows, in an RPC or in a resync, so the two
@@ -33,21 +36,33 @@ type desired struct {
 	store Store
 
 	mu      sync.RWMutex
-	routes  map[netip.Prefix]string // destination -> interface
-	adopted map[netip.Prefix]bool   // desired, adopted, not yet confirmed
+	routes  map[key]uint32 // destination -> index in names of its interface
+	names   []string       // every interface name routes have used, once; only ever appended to
+	adopted map[key]struct{}
 
 	stripes [64]sync.Mutex
 }
 
 func newDesired(store Store, saved map[netip.Prefix]string, adopted map[netip.Prefix]bool) *desired {
-	d := &desired{store: store, routes: maps.Clone(saved), adopted: maps.Clone(adopted)}
-	if d.routes == nil {
-		d.routes = map[netip.Prefix]string{}
+	d := &desired{store: store, routes: make(map[key]uint32, len(saved)), adopted: map[key]struct{}{}}
+	for dst, ifname := range saved {
+		d.routes[keyOf(dst)] = d.nameIndex(ifname)
 	}
-	if d.adopted == nil {
-		d.adopted = map[netip.Prefix]bool{}
+	for dst := range adopted {
+		d.adopted[keyOf(dst)] = struct{}{}
 	}
 	return d
+}
+
+// nameIndex returns ifname's index in names, adding it if it is new; mu
+// is held for writing (or not yet shared).
+func (d *desired) nameIndex(ifname string) uint32 {
+	i := slices.Index(d.names, ifname)
+	if i < 0 {
+		i = len(d.names)
+		d.names = append(d.names, ifname)
+	}
+	return uint32(i)
 }
 
 // lock takes the destination's lock and returns its unlock.
@@ -75,8 +90,15 @@ func (d *desired) lockAll() (unlock func()) {
 func (d *desired) get(dst netip.Prefix) (string, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	ifname, ok := d.routes[dst]
-	return ifname, ok
+	return d.getLocked(dst)
+}
+
+func (d *desired) getLocked(dst netip.Prefix) (string, bool) {
+	i, ok := d.routes[keyOf(dst)]
+	if !ok {
+		return "", false
+	}
+	return d.names[i], true
 }
 
 func (d *desired) len() int {
@@ -89,34 +111,82 @@ func (d *desired) len() int {
 func (d *desired) all() map[netip.Prefix]string {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return maps.Clone(d.routes)
+	m := make(map[netip.Prefix]string, len(d.routes))
+	for k, i := range d.routes {
+		m[k.prefix()] = d.names[i]
+	}
+	return m
+}
+
+// snapshot returns the desired routes now, as a sorted table.
+func (d *desired) snapshot() *table {
+	d.mu.RLock()
+	t := &table{entries: make([]uint64, 0, len(d.routes)), names: slices.Clip(d.names)}
+	for k, i := range d.routes {
+		t.add(k, i)
+	}
+	d.mu.RUnlock()
+	t.sort()
+	return t
+}
+
+// differs reports whether recording c would change the desired routes: it
+// names a route that is adopted (so confirms it), or changes it. mu is
+// held.
+func (d *desired) differs(c route.Route) bool {
+	k := keyOf(c.Dst)
+	if _, adopted := d.adopted[k]; adopted {
+		return true
+	}
+	cur, ok := d.getLocked(c.Dst)
+	if c.IsRemoval() {
+		return ok
+	}
+	return cur != c.Ifname
 }
 
 // set records changes (an empty Ifname: not routed) in one transaction;
 // the caller holds their locks. A change that names an adopted route
-// confirms it. It returns how many changed the desired set.
+// confirms it. It returns how many changed the desired set; only those
+// are written, and the batch is not copied to pick them out.
 func (d *desired) set(changes []route.Route) (int, error) {
-	var rc []route.Route
+	d.mu.RLock()
+	n := 0
 	for _, c := range changes {
-		cur, ok := d.get(c.Dst)
-		if c.IsRemoval() && ok || !c.IsRemoval() && cur != c.Ifname || d.isAdopted(c.Dst) {
-			rc = append(rc, c)
+		if d.differs(c) {
+			n++
 		}
 	}
-	if len(rc) == 0 {
+	d.mu.RUnlock()
+	if n == 0 {
 		return 0, nil
 	}
-	if err := d.store.ChangeRoutes(rc...); err != nil {
+	differing := func(yield func(route.Route) bool) {
+		d.mu.RLock()
+		defer d.mu.RUnlock()
+		for _, c := range changes {
+			if d.differs(c) && !yield(c) {
+				return
+			}
+		}
+	}
+	if err := d.store.ChangeRoutes(differing); err != nil {
 		return 0, err
 	}
-	d.apply(rc, false)
-	return len(rc), nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range changes {
+		if d.differs(c) {
+			d.applyLocked(c, false)
+		}
+	}
+	return n, nil
 }
 
 // adopt records routes of ours found in the kernel as desired, adopted, in
 // one transaction; the caller holds every lock.
 func (d *desired) adopt(found []route.Route) error {
-	if err := d.store.AdoptRoutes(found...); err != nil {
+	if err := d.store.AdoptRoutes(slices.Values(found)); err != nil {
 		return err
 	}
 	d.apply(found, true)
@@ -137,36 +207,43 @@ func (d *desired) forget(dsts []netip.Prefix) (forgotten []netip.Prefix, err err
 	if len(rc) == 0 {
 		return nil, nil
 	}
-	if err := d.store.ChangeRoutes(rc...); err != nil {
+	if err := d.store.ChangeRoutes(slices.Values(rc)); err != nil {
 		return nil, err
 	}
 	d.apply(rc, false)
 	return forgotten, nil
 }
 
-// apply makes recorded changes in memory: an empty Ifname deletes, and
-// every route changed is adopted or, if not, confirmed.
+// apply makes recorded changes in memory.
 func (d *desired) apply(rc []route.Route, adopt bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, c := range rc {
-		if c.IsRemoval() {
-			delete(d.routes, c.Dst)
-		} else {
-			d.routes[c.Dst] = c.Ifname
-		}
-		if adopt {
-			d.adopted[c.Dst] = true
-		} else {
-			delete(d.adopted, c.Dst)
-		}
+		d.applyLocked(c, adopt)
+	}
+}
+
+// applyLocked makes one recorded change in memory: an empty Ifname
+// deletes, and the route is adopted or, if not, confirmed. mu is held.
+func (d *desired) applyLocked(c route.Route, adopt bool) {
+	k := keyOf(c.Dst)
+	if c.IsRemoval() {
+		delete(d.routes, k)
+	} else {
+		d.routes[k] = d.nameIndex(c.Ifname)
+	}
+	if adopt {
+		d.adopted[k] = struct{}{}
+	} else {
+		delete(d.adopted, k)
 	}
 }
 
 func (d *desired) isAdopted(dst netip.Prefix) bool {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return d.adopted[dst]
+	_, ok := d.adopted[keyOf(dst)]
+	return ok
 }
 
 func (d *desired) adoptedLen() int {
@@ -178,6 +255,15 @@ func (d *desired) adoptedLen() int {
 // adoptedList returns the adopted routes not yet confirmed, in order.
 func (d *desired) adoptedList() []netip.Prefix {
 	d.mu.RLock()
-	defer d.mu.RUnlock()
-	return slices.SortedFunc(maps.Keys(d.adopted), route.Compare)
+	keys := make([]key, 0, len(d.adopted))
+	for k := range d.adopted {
+		keys = append(keys, k)
+	}
+	d.mu.RUnlock()
+	slices.Sort(keys)
+	dsts := make([]netip.Prefix, len(keys))
+	for i, k := range keys {
+		dsts[i] = k.prefix()
+	}
+	return dsts
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"runtime"
@@ -20,8 +21,8 @@ import (
 // nullStore records nothing and never fails.
 type nullStore struct{}
 
-func (nullStore) ChangeRoutes(...route.Route) error { return nil }
-func (nullStore) AdoptRoutes(...route.Route) error  { return nil }
+func (nullStore) ChangeRoutes(iter.Seq[route.Route]) error { return nil }
+func (nullStore) AdoptRoutes(iter.Seq[route.Route]) error  { return nil }
 
 // heldHelper holds its first Apply until hold says so, and records the
 // changes of every Apply.

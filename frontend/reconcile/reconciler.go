@@ -199,17 +199,14 @@ func (r *Reconciler) Apply(ctx context.Context, b Batch) (Applied, error) {
 // desires is the agent's to remove too, past any limit of a resync's.
 // The caller holds every lock.
 func (r *Reconciler) unnamed(ctx context.Context, set []route.Route) []route.Route {
-	named := make(map[netip.Prefix]bool, len(set))
-	for _, c := range set {
-		named[c.Dst] = true
-	}
+	named := destinations(set)
 	have, err := r.installed(ctx)
 	if err != nil {
 		have = nil // the desired ones still go
 	}
 	var gone []route.Route
-	diff(r.routes.all(), have, func(dst netip.Prefix, _, _ string) bool {
-		if !named[dst] {
+	diff(r.routes.snapshot(), have, func(dst netip.Prefix, _, _ string) bool {
+		if !named.has(dst) {
 			gone = append(gone, route.Route{Dst: dst})
 		}
 		return true
@@ -252,7 +249,7 @@ type Status struct {
 // the helper (err) they are the desired ones.
 func (r *Reconciler) Statuses(ctx context.Context) (iter.Seq[Status], error) {
 	have, err := r.installed(ctx)
-	want := r.routes.all()
+	want := r.routes.snapshot()
 	r.mu.Lock()
 	conflicts := maps.Clone(r.conflicts)
 	r.mu.Unlock()

@@ -97,15 +97,13 @@ func (r *Reconciler) ResyncWith(ctx context.Context, allowRemovals bool) (res Re
 			"see them with quiltctl resync --dry-run, remove them with RemoveRoute, ApplyRoutes or SyncRoutes, or with quiltctl resync --allow-removals",
 			p.Removals(), p.Limit), "held", p.Removals(), "limit", p.Limit, "installed", p.Installed())
 	}
-	var todo []repair
-	for step := range p.Changes() {
-		if !step.Held {
-			todo = append(todo, repair{step.Dst, step.Have})
+	r.repair(ctx, func(yield func(netip.Prefix, string) bool) {
+		for step := range p.Changes() {
+			if !step.Held && !yield(step.Dst, step.Have) {
+				return
+			}
 		}
-	}
-	if len(todo) > 0 {
-		r.repair(ctx, todo, &res)
-	}
+	}, &res)
 	level, msg := r.log.Debug, "resync: in sync"
 	if res.Repairs() > 0 || res.Adopted > 0 || res.Forgotten > 0 || !res.OK() {
 		level, msg = r.log.Info, "resync: done"
@@ -123,13 +121,13 @@ type Plan struct {
 	Limit  int            // the most removals a resync makes unasked
 	Held   bool           // more removals than that: the resync makes none of them
 
-	have     map[netip.Prefix]string // ours in the kernel
-	want     map[netip.Prefix]string // desired, once adopted and forgotten
-	removals int                     // ours and not desired
+	have     *table // ours in the kernel
+	want     *table // desired, once adopted and forgotten
+	removals int    // ours and not desired
 }
 
 // Installed is the number of destinations holding routes of ours.
-func (p *Plan) Installed() int { return len(p.have) }
+func (p *Plan) Installed() int { return p.have.dsts() }
 
 // Removals is the number of routes of ours nobody desires.
 func (p *Plan) Removals() int { return p.removals }
@@ -158,31 +156,33 @@ func (r *Reconciler) Plan(ctx context.Context, allowRemovals bool) (*Plan, error
 	if err != nil {
 		return nil, fmt.Errorf("list our routes: %w", err)
 	}
-	p := &Plan{have: have, want: r.routes.all()}
+	p := &Plan{have: have, want: r.routes.snapshot()}
 	r.mu.Lock()
 	adopting := r.adoptPending
 	since := r.agentSince
 	r.mu.Unlock()
-	for dst, ifname := range p.have {
-		ifname, _, _ = strings.Cut(ifname, ",") // of several routes of ours, the first
-		if _, desired := p.want[dst]; adopting && !desired && r.policy.CheckPrefix(dst) == nil && r.policy.CheckInterface(ifname) == nil {
-			p.Adopt = append(p.Adopt, route.Route{Dst: dst, Ifname: ifname})
-			p.want[dst] = ifname
-		}
+	if adopting {
+		diff(p.want, p.have, func(dst netip.Prefix, want, have string) bool {
+			ifname, _, _ := strings.Cut(have, ",") // of several routes of ours, the first
+			if want == "" && r.policy.CheckPrefix(dst) == nil && r.policy.CheckInterface(ifname) == nil {
+				p.Adopt = append(p.Adopt, route.Route{Dst: dst, Ifname: ifname})
+			}
+			return true
+		})
 	}
-	slices.SortFunc(p.Adopt, func(a, b route.Route) int { return route.Compare(a.Dst, b.Dst) })
 	if !since.IsZero() && r.now().Sub(since) >= r.grace {
 		p.Forget = r.routes.adoptedList()
-		for _, dst := range p.Forget {
-			delete(p.want, dst)
-		}
 	}
-	for dst := range p.have {
-		if _, ok := p.want[dst]; !ok {
+	if len(p.Adopt) > 0 || len(p.Forget) > 0 {
+		p.want = p.want.change(p.Adopt, p.Forget)
+	}
+	diff(p.want, p.have, func(_ netip.Prefix, want, have string) bool {
+		if want == "" {
 			p.removals++
 		}
-	}
-	p.Limit = r.limit.Of(len(p.have))
+		return true
+	})
+	p.Limit = r.limit.Of(p.Installed())
 	p.Held = !allowRemovals && p.removals > p.Limit
 	return p, nil
 }
@@ -219,37 +219,54 @@ func (r *Reconciler) adopt(p *Plan, res *ResyncResult) error {
 	return nil
 }
 
-// repair is a destination to bring in line, and the interfaces of ours
-// it held when the helper was asked ("": none).
-type repair struct {
-	dst  netip.Prefix
-	have string
-}
+// repairChunk is the most repairs that go to the helper in one request.
+const repairChunk = 4096
 
-// repair brings the destinations in line in one helper batch, holding
-// every route lock and deciding on the desired state as it is now: an RPC
-// may have changed it since the list.
-func (r *Reconciler) repair(ctx context.Context, todo []repair, res *ResyncResult) {
-	defer r.routes.lockAll()()
+// repair brings the destinations in line, each given with the interfaces
+// of ours it held when the helper listed it ("": none), holding every
+// route lock (once there is any) and deciding on the desired state as it
+// is now: an RPC may have changed it since the list. They go to the
+// helper repairChunk at a time, so a repair of every route holds only a
+// chunk of them at once.
+func (r *Reconciler) repair(ctx context.Context, todo iter.Seq2[netip.Prefix, string], res *ResyncResult) {
+	var unlock func()
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	var changes []route.Route
 	var was []string
-	for _, t := range todo {
-		want, desired := r.routes.get(t.dst)
-		if desired && want == t.have {
+	asked := false
+	flush := func() {
+		results, errs := r.carryOut(ctx, changes)
+		for i, c := range changes {
+			r.count(c, was[i], results[i], errs[i], res)
+		}
+		changes, was, asked = changes[:0], was[:0], true
+	}
+	for dst, have := range todo {
+		if unlock == nil {
+			unlock = r.routes.lockAll()
+		}
+		want, desired := r.routes.get(dst)
+		if desired && want == have {
 			continue // an RPC put it in line since
 		}
-		if err := errors.Join(r.policy.CheckPrefix(t.dst), r.policy.CheckInterface(want)); desired && err != nil {
+		if err := errors.Join(r.policy.CheckPrefix(dst), r.policy.CheckInterface(want)); desired && err != nil {
 			res.Failed++
-			res.Err = cmp.Or(res.Err, fmt.Errorf("repair %v: %w", t.dst, err))
-			r.log.Warn("resync: desired route refused by policy", "destination", t.dst, "want", want, "err", err)
+			res.Err = cmp.Or(res.Err, fmt.Errorf("repair %v: %w", dst, err))
+			r.log.Warn("resync: desired route refused by policy", "destination", dst, "want", want, "err", err)
 			continue
 		}
-		changes = append(changes, route.Route{Dst: t.dst, Ifname: want})
-		was = append(was, t.have)
+		changes = append(changes, route.Route{Dst: dst, Ifname: want})
+		was = append(was, have)
+		if len(changes) == repairChunk {
+			flush()
+		}
 	}
-	results, errs := r.carryOut(ctx, changes)
-	for i, c := range changes {
-		r.count(c, was[i], results[i], errs[i], res)
+	if len(changes) > 0 || unlock != nil && !asked {
+		flush()
 	}
 }
 
@@ -291,15 +308,21 @@ func (r *Reconciler) count(c route.Route, was string, result wire.Result, err er
 // something wrong.
 func (r *Reconciler) RepairChanged(ctx context.Context, changed []netip.Prefix) ResyncResult {
 	res := ResyncResult{Start: time.Now()}
-	var todo []repair
+	var todo []netip.Prefix
 	for _, dst := range changed {
 		if _, ok := r.routes.get(dst); ok {
-			todo = append(todo, repair{dst: dst})
+			todo = append(todo, dst)
 		}
 	}
-	slices.SortFunc(todo, func(a, b repair) int { return route.Compare(a.dst, b.dst) })
+	slices.SortFunc(todo, route.Compare)
 	if len(todo) > 0 {
-		r.repair(ctx, todo, &res)
+		r.repair(ctx, func(yield func(netip.Prefix, string) bool) {
+			for _, dst := range todo {
+				if !yield(dst, "") {
+					return
+				}
+			}
+		}, &res)
 	}
 	res.Duration = time.Since(res.Start)
 	r.counters.countRepairs(TriggerWatch, res)

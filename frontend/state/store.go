@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -125,6 +126,12 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 	return s, snap, nil
 }
 
+// mmapSize is how much of the file bbolt maps from the start: far more
+// than 65,536 routes take, so that a large transaction never remaps the
+// file, which first copies every key and value it holds onto the heap.
+// Only the pages read count towards the process's memory.
+const mmapSize = 64 << 20
+
 // openDB opens the file and reads it whole. bbolt panics on some corrupt
 // pages, and a page past the end of a truncated file faults: both are
 // turned into ErrCorrupt, in this goroutine, where they can be caught.
@@ -141,7 +148,7 @@ func openDB(path string) (db *bolt.DB, snap *Snapshot, err error) {
 			err = fmt.Errorf("state file %s: %w; it was left untouched: restore it from a backup, or move it aside to start with empty state (its allocations and routes are then forgotten)", path, err)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType, InitialMmapSize: mmapSize})
 	if err != nil {
 		return nil, nil, openError(path, err)
 	}
@@ -511,27 +518,55 @@ func (s *Store) DeleteAllocations(keys ...ipam.Key) error {
 
 // ChangeRoutes applies changes to the desired routes in one transaction,
 // a removal where Ifname is empty; a change to an adopted route confirms
-// it (its mark goes). They are
-// written in key order: bbolt inserts into an in-memory page that is split
-// only at commit, so keys in order are appended, and keys out of order
-// would be shifted in one by one (quadratic for a large batch).
-func (s *Store) ChangeRoutes(changes ...route.Route) error {
+// it (its mark goes). The sequence is read once, before the call returns.
+// The routes are written in key order: bbolt inserts into an in-memory
+// page that is split only at commit, so keys in order are appended, and
+// keys out of order would be shifted in one by one (quadratic for a large
+// batch).
+func (s *Store) ChangeRoutes(changes iter.Seq[route.Route]) error {
 	return s.changeRoutes(false, changes)
 }
 
 // AdoptRoutes records routes found in the kernel as desired and marks them
 // adopted, in one transaction.
-func (s *Store) AdoptRoutes(changes ...route.Route) error {
+func (s *Store) AdoptRoutes(changes iter.Seq[route.Route]) error {
 	return s.changeRoutes(true, changes)
 }
 
-func (s *Store) changeRoutes(adopt bool, changes []route.Route) error {
-	type kv struct{ k, v []byte }
-	sorted := make([]kv, len(changes))
-	for i, c := range changes {
-		sorted[i] = kv{[]byte(c.Dst.String()), []byte(c.Ifname)}
+func (s *Store) changeRoutes(adopt bool, changes iter.Seq[route.Route]) error {
+	// The keys, one after another in one buffer, each change's value, and
+	// their order: a large batch costs a few bytes a route here, not an
+	// allocation each, and the caller's changes are not held.
+	var keys []byte
+	var ends []int32
+	var vals []uint16 // index in values; a removal's is none
+	var values [][]byte
+	const none = ^uint16(0)
+	for c := range changes {
+		keys = c.Dst.AppendTo(keys)
+		ends = append(ends, int32(len(keys)))
+		v := none
+		if !c.IsRemoval() {
+			i := slices.IndexFunc(values, func(b []byte) bool { return string(b) == c.Ifname })
+			if i < 0 {
+				i = len(values)
+				values = append(values, []byte(c.Ifname)) // bbolt keeps values, not copies, until the commit
+			}
+			v = uint16(i)
+		}
+		vals = append(vals, v)
 	}
-	slices.SortStableFunc(sorted, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	key := func(i int32) []byte {
+		if i == 0 {
+			return keys[:ends[0]]
+		}
+		return keys[ends[i-1]:ends[i]]
+	}
+	order := make([]int32, len(ends))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return bytes.Compare(key(a), key(b)) })
 	return s.write(func(tx *bolt.Tx) error {
 		routes := tx.Bucket(bucketRoutes)
 		adopted := tx.Bucket(bucketAdopted)
@@ -541,19 +576,19 @@ func (s *Store) changeRoutes(adopt bool, changes []route.Route) error {
 				return err
 			}
 		}
-		for _, c := range sorted {
+		for _, i := range order {
 			var err error
-			if len(c.v) == 0 {
-				err = routes.Delete(c.k)
+			if vals[i] == none {
+				err = routes.Delete(key(i))
 			} else {
-				err = routes.Put(c.k, c.v)
+				err = routes.Put(key(i), values[vals[i]])
 			}
 			switch {
 			case err != nil:
 			case adopt:
-				err = adopted.Put(c.k, nil)
+				err = adopted.Put(key(i), nil)
 			case adopted != nil:
-				err = adopted.Delete(c.k)
+				err = adopted.Delete(key(i))
 			}
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,9 +52,9 @@ func fill(t *testing.T, s *Store, snap *Snapshot) {
 	if _, _, err := a.Release(ipam.Key{ContainerID: "c2", Ifname: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	err = s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}, route.Route{Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"})
+	err = s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}, {Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"}}))
 	if err == nil {
-		err = s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.3.0/24")}, route.Route{Dst: netip.MustParsePrefix("10.42.4.0/24"), Ifname: "vxlan200"})
+		err = s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.3.0/24")}, {Dst: netip.MustParsePrefix("10.42.4.0/24"), Ifname: "vxlan200"}}))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.ChangeRoutes(route.Route{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"})
+	s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}}))
 	s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24"))
 	s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: "c1", Ifname: "eth0"}, IP: netip.MustParseAddr("10.42.1.10"), Network: "quilt"})
 	_ = snap
@@ -433,12 +434,12 @@ func TestGroupCommit(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, 10)
-	wg.Go(func() { errs[0] = s.ChangeRoutes(route.Route{Dst: peer(0), Ifname: "vxlan100"}) })
+	wg.Go(func() { errs[0] = s.ChangeRoutes(slices.Values([]route.Route{{Dst: peer(0), Ifname: "vxlan100"}})) })
 	<-held
 	for i := 1; i < 10; i++ {
 		wg.Go(func() {
 			if i%2 == 0 {
-				errs[i] = s.ChangeRoutes(route.Route{Dst: peer(i), Ifname: "vxlan100"})
+				errs[i] = s.ChangeRoutes(slices.Values([]route.Route{{Dst: peer(i), Ifname: "vxlan100"}}))
 			} else {
 				errs[i] = s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: fmt.Sprint("c", i)}, IP: netip.AddrFrom4([4]byte{10, 42, 1, byte(10 + i)})})
 			}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/route"
@@ -30,7 +31,7 @@ func StateDir(t testing.TB, routes ...route.Route) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ChangeRoutes(routes...); err != nil {
+	if err := store.ChangeRoutes(slices.Values(routes)); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Close(); err != nil {
