@@ -44,7 +44,7 @@ func (r ResyncResult) Repairs() int { return r.Added + r.Moved + r.Removed }
 func (r ResyncResult) Failures() int { return r.Conflicts + r.Failed }
 
 // Resync compares the desired routes with the routes the helper reports as
-// ours and repairs the difference in one batch: it adds what is missing
+// ours and repairs the difference, in batches: it adds what is missing
 // (someone ran `ip route del`, or the node rebooted), moves what points
 // elsewhere, and removes ours that are no longer desired (left by a crash
 // between an RPC's record and its helper request). A desired route held
