@@ -49,7 +49,7 @@ proto:
 # Runs each fuzz target for FUZZTIME (CI: a few seconds each). `make test`
 # runs every seed corpus (testdata/fuzz) as ordinary tests.
 FUZZ_TARGETS := ./shared/wire:FuzzDecode ./helper:FuzzRouteReplies \
-	./frontend:FuzzParseDestination ./frontend:FuzzParseInterface \
+	./frontend/api:FuzzParseDestination ./frontend/api:FuzzParseInterface \
 	./frontend/ipam:FuzzCheckID ./frontend/internal/quote:FuzzValue \
 	./frontend/state:FuzzLoad
 fuzz:

@@ -311,7 +311,7 @@ func TestSystemdWatchdogStopsWhenResyncBlocked(t *testing.T) {
 	if !ok || !(ws.Signaled() && ws.Signal() == syscall.SIGABRT || ws.ExitStatus() == 2) {
 		t.Errorf("after SIGABRT: %v", fe.cmd.ProcessState)
 	}
-	if out := fe.Output(); !strings.Contains(out, "frontend.(*Service).ResyncLoop") || !strings.Contains(out, "frontend.(*HelperClient).List") {
+	if out := fe.Output(); !strings.Contains(out, "reconcile.(*Reconciler).ResyncLoop") || !strings.Contains(out, "helperclient.(*Client).List") {
 		t.Errorf("the dump does not show the resync loop waiting on the helper's list:\n%s", out)
 	}
 }

@@ -2,14 +2,14 @@ package frontend
 
 import (
 	"context"
-	"io"
-	"net/netip"
 	"slices"
 	"testing"
 
 	channelzpb "google.golang.org/grpc/channelz/grpc_channelz_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -17,8 +17,7 @@ import (
 // which counts the calls it served and shows the connection's socket, and
 // lists it through reflection, as grpcurl and grpcdebug need.
 func TestChannelz(t *testing.T) {
-	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
-	conn := serveConn(t, &Admin{Service: svc})
+	conn := serveConn(t, testnode.Open(t, api.NodeConfig{}), nil)
 	ctx := context.Background()
 	for range 3 {
 		if _, err := quiltpb.NewQuiltAdminClient(conn).GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil {

@@ -1,19 +1,18 @@
-// Package frontend is the unprivileged half of quilt-runtime: the gRPC
-// server the Quilt Mesh agent calls (proto package quilt, service
-// QuiltRuntime), the operators' QuiltAdmin service, request validation, the
-// desired routes and their reconciliation with the kernel, and the client of
-// the privileged route helper.
+// Package frontend is quilt-runtime's wiring: the unprivileged gRPC server
+// the Quilt Mesh agent calls (Config, Run). It parses and opens the
+// listeners (TCP, Unix, vsock, or the sockets systemd passed), sets up TLS
+// and mTLS, refuses to run with privileges (CheckPrivileges), opens the
+// node (package api: its services, its reconciler, its route helper's
+// monitor), starts the loops (the resync, the helper's watch and hello
+// poll, the call summary), and serves metrics and systemd's notifications.
 //
-// It needs no privileges and refuses to run with any (CheckPrivileges).
-// Every request is validated completely (ParseDestination, ParseInterface)
-// before anything is recorded or reaches the helper; every domain failure of
-// the agent's service is answered with success=false and a one-line error
-// naming the value and the rule.
+// The packages below it, each importing only those further down:
 //
-// State: the node subnet and container addresses (package ipam) and the
-// desired routes (Desired) are kept in package state's file and written
-// before any change is acknowledged. Resync compares the desired routes with
-// the helper's list of ours and repairs the difference.
+//	api           the gRPC services QuiltRuntime and QuiltAdmin: validation, messages, the call log
+//	reconcile     the desired routes, the one Apply every route change goes through, resyncs, adoption, the removal guard
+//	helperclient  the route helper's connection, its watch, and the monitor of its health
+//	ipam, state   container addresses; the state file
+//	route         the one route type every layer passes
 //
 // Observability: Metrics, a Prometheus registry of its own (client_golang;
 // no global state) served on the metrics address; channelz
@@ -22,12 +21,8 @@
 // Knobs: Config (listen addresses and the Unix sockets' group, TLS, the
 // helper socket and its request timeout, the route policy, the state dir,
 // IPAM offsets, the resync interval, the metrics address, the connection
-// limit). gRPC limits:
-// MaxRecvMsgSize, MaxConcurrentStreams, keepalive pings no more often than
-// every 10s; the batch RPCs MaxChangesPerMessage and MaxChangesPerStream.
-// Logs go to the injected *slog.Logger: at INFO what changes something or
-// fails, at DEBUG the calls that find everything as asked, counted in one
-// INFO summary every Config.SummaryInterval (DefaultSummaryInterval).
+// limit). gRPC limits: MaxRecvMsgSize, MaxConcurrentStreams, keepalive
+// pings no more often than every 10s.
 //
 // systemd (systemd.go): sockets passed with LISTEN_FDS and named "grpc" in
 // LISTEN_FDNAMES stand in for the --grpc-addr they are bound to; with

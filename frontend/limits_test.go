@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,18 +19,22 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
 // serveTCP serves both services on a loopback TCP listener, limited to
 // maxConns connections as Run limits them, and returns the address.
-func serveTCP(t *testing.T, svc *Service, maxConns int) string {
+func serveTCP(t *testing.T, node *api.Node, maxConns int) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewGRPCServer(&Admin{Service: svc}, health.NewServer(), nil)
+	srv := NewGRPCServer(node, api.Info{}, health.NewServer(), nil)
 	go srv.Serve(netutil.LimitListener(l, maxConns))
 	t.Cleanup(srv.Stop)
 	return l.Addr().String()
@@ -50,8 +53,8 @@ func dialTCP(t *testing.T, addr string) *grpc.ClientConn {
 // TestMaxMessageSize: a request over the limit is refused before it is
 // decoded, with a status that names the limit; the service is untouched.
 func TestMaxMessageSize(t *testing.T) {
-	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
-	c := quiltpb.NewQuiltRuntimeClient(dialTCP(t, serveTCP(t, svc, 8)))
+	node := testnode.Open(t, api.NodeConfig{})
+	c := quiltpb.NewQuiltRuntimeClient(dialTCP(t, serveTCP(t, node, 8)))
 	for _, n := range []int{MaxRecvMsgSize, 1 << 20} {
 		_, err := c.InjectRoute(context.Background(), &quiltpb.InjectRouteRequest{Destination: strings.Repeat("1", n), ViaInterface: "vxlan100"})
 		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "larger than max") {
@@ -63,33 +66,32 @@ func TestMaxMessageSize(t *testing.T) {
 	if err != nil || r.Success || !strings.Contains(r.Error, "is not an IPv4 prefix") || len(r.Error) > 300 {
 		t.Errorf("under the limit: %v %v", r, err)
 	}
-	if svc.Routes.Len() != 0 {
+	if node.Routes.DesiredLen() != 0 {
 		t.Fatal("a refused request was recorded")
 	}
 }
 
 // blockingHelper's List waits until released, counting how many wait.
 type blockingHelper struct {
-	fakeHelper
+	*testkit.Helper
 	inList, peak atomic.Int32
 	release      chan struct{}
 }
 
-func (b *blockingHelper) List(ctx context.Context) ([]Route, error) {
+func (b *blockingHelper) List(context.Context, func(route.Route)) error {
 	n := b.inList.Add(1)
 	defer b.inList.Add(-1)
 	for p := b.peak.Load(); n > p && !b.peak.CompareAndSwap(p, n); p = b.peak.Load() {
 	}
 	<-b.release
-	return nil, nil
+	return nil
 }
 
 // TestMaxConcurrentStreams: one connection gets at most 64 calls served at
 // once; the rest wait for a stream and are then served.
 func TestMaxConcurrentStreams(t *testing.T) {
-	h := &blockingHelper{fakeHelper: fakeHelper{routes: map[netip.Prefix]string{}}, release: make(chan struct{})}
-	svc := newService(t, h, io.Discard)
-	adm := quiltpb.NewQuiltAdminClient(dialTCP(t, serveTCP(t, svc, 8)))
+	h := &blockingHelper{Helper: testkit.New(), release: make(chan struct{})}
+	adm := quiltpb.NewQuiltAdminClient(dialTCP(t, serveTCP(t, testnode.Open(t, api.NodeConfig{Helper: h}), 8)))
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for range 100 {
@@ -117,8 +119,7 @@ func TestMaxConcurrentStreams(t *testing.T) {
 // TestMaxConnections: past the limit, a new connection waits unserved
 // until another closes.
 func TestMaxConnections(t *testing.T) {
-	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
-	addr := serveTCP(t, svc, 2)
+	addr := serveTCP(t, testnode.Open(t, api.NodeConfig{}), 2)
 	call := func(conn *grpc.ClientConn, d time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -143,8 +144,7 @@ func TestMaxConnections(t *testing.T) {
 // too_many_pings). Spoken in raw HTTP/2, since grpc-go's own client will
 // not ping that often.
 func TestKeepaliveEnforcement(t *testing.T) {
-	svc := newService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, io.Discard)
-	conn, err := net.Dial("tcp", serveTCP(t, svc, 8))
+	conn, err := net.Dial("tcp", serveTCP(t, testnode.Open(t, api.NodeConfig{}), 8))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -17,84 +16,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 // SuggestedMetricsAddr is the --metrics-addr the packaged configuration,
 // the flag's help and the README name. Metrics are off unless it is given.
 const SuggestedMetricsAddr = "127.0.0.1:9542"
-
-// Repair kinds and triggers: the labels of quilt_resync_repairs_total.
-// kind is what a repair did; trigger what found the difference. Resyncs
-// (periodic, at start, kicked when the helper comes back or its watch asks
-// for one) are TriggerResync; the repairs the helper's route watch makes at
-// once for the routes it reports changed (Service.RepairChanged) are
-// TriggerWatch.
-const (
-	TriggerResync = "resync"
-	TriggerWatch  = "watch"
-
-	RepairAdded   = "added"
-	RepairMoved   = "moved"
-	RepairRemoved = "removed"
-)
-
-// resyncCounters are the resyncs' running totals, a histogram of their
-// durations and the repairs by kind and trigger. The zero value is ready:
-// the metrics are made on first use, and registered by Metrics.Observe.
-type resyncCounters struct {
-	once     sync.Once
-	runs     prometheus.Counter
-	failed   prometheus.Counter
-	repairs  *prometheus.CounterVec
-	duration prometheus.Histogram
-}
-
-func (c *resyncCounters) init() {
-	c.once.Do(func() {
-		c.runs = prometheus.NewCounter(prometheus.CounterOpts{Name: "quilt_resyncs_total", Help: "Resyncs run."})
-		c.failed = prometheus.NewCounter(prometheus.CounterOpts{Name: "quilt_resyncs_failed_total", Help: "Resyncs that left something out of line."})
-		c.repairs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quilt_resync_repairs_total",
-			Help: "Routes repaired, by what the repair did (kind) and what found the difference (trigger)."}, []string{"kind", "trigger"})
-		for _, kind := range []string{RepairAdded, RepairMoved, RepairRemoved} {
-			for _, trigger := range []string{TriggerResync, TriggerWatch} {
-				c.repairs.WithLabelValues(kind, trigger) // every series from the start, at 0
-			}
-		}
-		c.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "quilt_resync_duration_seconds",
-			Help: "Duration of each resync: the helper's list and the repairs.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)})
-	})
-}
-
-func (c *resyncCounters) collectors() []prometheus.Collector {
-	c.init()
-	return []prometheus.Collector{c.runs, c.failed, c.repairs, c.duration}
-}
-
-// count records one resync.
-func (c *resyncCounters) count(r ResyncResult) {
-	c.init()
-	c.runs.Inc()
-	if !r.OK() {
-		c.failed.Inc()
-	}
-	c.countRepairs(TriggerResync, r)
-	c.duration.Observe(r.Duration.Seconds())
-}
-
-// countRepairs counts r's repairs, found by trigger: a resync's, or the
-// watch's (RepairChanged).
-func (c *resyncCounters) countRepairs(trigger string, r ResyncResult) {
-	c.repaired(trigger, RepairAdded, r.Added)
-	c.repaired(trigger, RepairMoved, r.Moved)
-	c.repaired(trigger, RepairRemoved, r.Removed)
-}
-
-// repaired counts n repairs of a kind, found by trigger.
-func (c *resyncCounters) repaired(trigger, kind string, n int) {
-	c.init()
-	c.repairs.WithLabelValues(kind, trigger).Add(float64(n))
-}
 
 // Metrics is the frontend's Prometheus registry, its own (no global
 // state): the node's state as gauges, resyncs and repairs, RPCs through
@@ -159,18 +89,20 @@ func (m *Metrics) observeRPC(fullMethod string, start time.Time, err error) {
 }
 
 // Helper wraps a route helper so that each round trip is timed.
-func (m *Metrics) Helper(h RouteHelper) RouteHelper { return &timedHelper{h: h, seconds: m.helper} }
+func (m *Metrics) Helper(h helperclient.RouteHelper) helperclient.RouteHelper {
+	return &timedHelper{h: h, seconds: m.helper}
+}
 
 // timedHelper times each call to the route helper it wraps.
 type timedHelper struct {
-	h       RouteHelper
+	h       helperclient.RouteHelper
 	seconds *prometheus.HistogramVec
 }
 
 func (t *timedHelper) observe(op string, start time.Time, err error) {
 	outcome := "ok"
 	switch {
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, helperclient.ErrUnavailable):
 		outcome = "unavailable"
 	case err != nil:
 		outcome = "error"
@@ -187,12 +119,12 @@ func (t *timedHelper) Hello(ctx context.Context) error {
 
 // Apply's outcome is the round trip's: unavailable if any change could not
 // be asked, ok otherwise (a route the kernel refused is still an answer).
-func (t *timedHelper) Apply(ctx context.Context, changes []Change) ([]wire.Result, []error) {
+func (t *timedHelper) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
 	start := time.Now()
 	res, errs := t.h.Apply(ctx, changes)
 	var err error
 	for _, e := range errs {
-		if errors.Is(e, ErrUnavailable) {
+		if errors.Is(e, helperclient.ErrUnavailable) {
 			err = e
 			break
 		}
@@ -201,11 +133,11 @@ func (t *timedHelper) Apply(ctx context.Context, changes []Change) ([]wire.Resul
 	return res, errs
 }
 
-func (t *timedHelper) List(ctx context.Context) ([]Route, error) {
+func (t *timedHelper) List(ctx context.Context, each func(route.Route)) error {
 	start := time.Now()
-	routes, err := t.h.List(ctx)
+	err := t.h.List(ctx, each)
 	t.observe("list", start, err)
-	return routes, err
+	return err
 }
 
 // Watch passes the helper's watch through, untimed: it lasts as long as
@@ -214,41 +146,42 @@ func (t *timedHelper) Watch(ctx context.Context, report func(resync bool, change
 	return t.h.Watch(ctx, report)
 }
 
-// Observe registers the node's state, read at each scrape from the
-// admin's service, and its resync counters.
-func (m *Metrics) Observe(a *Admin) {
+// Observe registers the node's state, read at each scrape, and its resync
+// counters.
+func (m *Metrics) Observe(node *api.Node, version string) {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.Registry.MustRegister(a.counters.collectors()...)
+	rec := node.Routes
+	m.Registry.MustRegister(rec.Collectors()...)
 	m.Registry.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quilt_build_info", Help: "The running version.", ConstLabels: prometheus.Labels{"version": a.Version}},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "quilt_build_info", Help: "The running version.", ConstLabels: prometheus.Labels{"version": version}},
 			func() float64 { return 1 }),
 		gauge("quilt_helper_up", "1 if the route helper answered when last asked.", func() float64 {
-			up, _ := a.HelperHealth()
+			up, _ := node.Helper.Health()
 			return bit(up)
 		}),
-		gauge("quilt_ip_allocations", "Container addresses allocated.", func() float64 { return float64(a.IPAM.Count()) }),
+		gauge("quilt_ip_allocations", "Container addresses allocated.", func() float64 { return float64(node.IPAM.Count()) }),
 		gauge("quilt_ip_capacity", "Addresses in the allocation range (0 before ConfigureNodeSubnet).", func() float64 {
-			if pool, ok := a.IPAM.Pool(); ok {
+			if pool, ok := node.IPAM.Pool(); ok {
 				return float64(pool.Capacity())
 			}
 			return 0
 		}),
-		gauge("quilt_routes_desired", "Routes the agent asked for.", func() float64 { return float64(a.Routes.Len()) }),
-		gauge("quilt_routes_installed", "Routes of ours in the kernel at the last resync.", func() float64 { return float64(a.LastResync().Installed) }),
-		gauge("quilt_route_conflicts", "Desired routes held by a route that is not quilt's (never forced).", func() float64 { return float64(a.Conflicts()) }),
+		gauge("quilt_routes_desired", "Routes the agent asked for.", func() float64 { return float64(rec.DesiredLen()) }),
+		gauge("quilt_routes_installed", "Routes of ours in the kernel at the last resync.", func() float64 { return float64(rec.LastResync().Installed) }),
+		gauge("quilt_route_conflicts", "Desired routes held by a route that is not quilt's (never forced).", func() float64 { return float64(rec.Conflicts()) }),
 		gauge("quilt_routes_adopted", "Desired routes adopted from the kernel (the state file was new), not yet confirmed by the agent.",
-			func() float64 { return float64(a.Routes.AdoptedLen()) }),
+			func() float64 { return float64(rec.AdoptedLen()) }),
 		gauge("quilt_resync_removals_held", "Routes of ours the last resync did not remove though nobody asked for them: more than the removal limit.",
-			func() float64 { return float64(a.LastResync().Held) }),
+			func() float64 { return float64(rec.LastResync().Held) }),
 		gauge("quilt_resync_last_timestamp_seconds", "Start of the last resync, Unix time (0 before the first).", func() float64 {
-			if r := a.LastResync(); !r.Start.IsZero() {
+			if r := rec.LastResync(); !r.Start.IsZero() {
 				return float64(r.Start.UnixNano()) / 1e9
 			}
 			return 0
 		}),
-		gauge("quilt_resync_last_duration_seconds", "Duration of the last resync.", func() float64 { return a.LastResync().Duration.Seconds() }),
+		gauge("quilt_resync_last_duration_seconds", "Duration of the last resync.", func() float64 { return rec.LastResync().Duration.Seconds() }),
 		gauge("quilt_goroutines", "Goroutines of the frontend (a leak shows here; go_goroutines says the same).", func() float64 { return float64(runtime.NumGoroutine()) }),
 	)
 }

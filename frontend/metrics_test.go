@@ -2,9 +2,7 @@ package frontend
 
 import (
 	"context"
-	"io"
 	"maps"
-	"net"
 	"net/http/httptest"
 	"net/netip"
 	"slices"
@@ -15,11 +13,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/test/bufconn"
-
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -88,23 +84,11 @@ func value(m *dto.Metric) float64 {
 // helper round trips, resync durations and repairs by trigger (a resync's,
 // the watch's), each with the right values.
 func TestMetrics(t *testing.T) {
-	fake := &fakeHelper{routes: map[netip.Prefix]string{}}
-	svc := newService(t, fake, io.Discard)
+	fake := testkit.New()
 	m := NewMetrics()
-	svc.Helper = m.Helper(fake)
-	adm := &Admin{Service: svc, Version: "v\"1\\2\n"} // quotes, a backslash and a newline: escaped as the format says
-	m.Observe(adm)
-	lis := bufconn.Listen(1 << 20)
-	srv := NewGRPCServer(adm, health.NewServer(), nil, m.ServerOptions()...)
-	m.Registered(srv)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	node := testnode.Open(t, api.NodeConfig{Helper: m.Helper(fake)})
+	m.Observe(node, "v\"1\\2\n") // quotes, a backslash and a newline: escaped as the format says
+	conn := serveConn(t, node, m)
 	ac, rt := quiltpb.NewQuiltAdminClient(conn), quiltpb.NewQuiltRuntimeClient(conn)
 	ctx := context.Background()
 
@@ -121,20 +105,16 @@ func TestMetrics(t *testing.T) {
 	if r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"}); err != nil || !r.Success {
 		t.Fatal(r, err)
 	}
-	fake.mu.Lock()
-	fake.routes[pfx("10.42.9.0/24")] = "vxlan100" // a stray for the resync
-	fake.mu.Unlock()
-	svc.Resync(ctx)
+	fake.Put(pfx("10.42.9.0/24"), "vxlan100") // a stray for the resync
+	node.Routes.Resync(ctx)
 	// A route deleted by hand, reported by the helper's watch with a prefix
 	// nobody asked for: the watch's repair puts the desired one back at
 	// once, counted under its own trigger, and is no resync.
-	fake.mu.Lock()
-	delete(fake.routes, pfx("10.42.2.0/24"))
-	fake.mu.Unlock()
-	if r := svc.RepairChanged(ctx, []netip.Prefix{pfx("10.42.2.0/24"), pfx("10.42.7.0/24")}); r.Added != 1 || r.Repairs() != 1 {
+	fake.Remove(pfx("10.42.2.0/24"))
+	if r := node.RepairChanged(ctx, []netip.Prefix{pfx("10.42.2.0/24"), pfx("10.42.7.0/24")}); r.Added != 1 || r.Repairs() != 1 {
 		t.Fatalf("the watch's repair: %+v", r)
 	}
-	svc.SetHelperHealth(nil)
+	node.Helper.Hello(ctx)
 
 	mfs := scrape(t, m)
 	for _, name := range readmeMetrics {
@@ -195,4 +175,15 @@ func TestMetrics(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
+	// A desired route a foreign route holds is a conflict, counted until it
+	// is no longer one.
+	fake.Conflict(pfx("10.42.5.0/24"))
+	if r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.5.0/24", ViaInterface: "vxlan100"}); err != nil || r.Success {
+		t.Fatal(r, err)
+	}
+	if got := value(sample(t, scrape(t, m), "quilt_route_conflicts")); got != 1 {
+		t.Errorf("quilt_route_conflicts = %v with one route held by a foreign one", got)
+	}
 }
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/user"
 	"runtime"
@@ -30,8 +31,11 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
-	"github.com/quiltmesh/quilt-runtime/frontend/state"
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/policy"
 )
@@ -44,18 +48,19 @@ type Config struct {
 	HelperSocket           string
 	HelperTimeout          time.Duration
 	Policy                 policy.Policy
-	StateDir               string        // holds state.db
-	Offsets                ipam.Offsets  // gateway and allocation range in the node subnet
-	ResyncInterval         time.Duration // between comparisons of desired and installed routes
-	MetricsAddr            string        // host:port for Prometheus text; empty: off
-	MaxConns               int           // connections served at once per listener
-	SummaryInterval        time.Duration // between summaries of the route calls; 0: DefaultSummaryInterval
-	AdoptGrace             time.Duration // how long an adopted route may go unconfirmed by a calling agent; 0: DefaultAdoptGrace
-	ResyncMaxRemovals      *RemovalLimit // routes a resync removes unasked; nil: DefaultRemovalLimit
-	SocketGroup            string        // group (name or gid) of unix:// listeners' sockets; empty: the process's own
-	// Helper, if set, is used instead of a HelperClient on HelperSocket:
-	// for a benchmark's single-process baseline, never in the product.
-	Helper  RouteHelper
+	StateDir               string                  // holds state.db
+	Offsets                ipam.Offsets            // gateway and allocation range in the node subnet
+	ResyncInterval         time.Duration           // between comparisons of desired and installed routes
+	MetricsAddr            string                  // host:port for Prometheus text; empty: off
+	MaxConns               int                     // connections served at once per listener
+	SummaryInterval        time.Duration           // between summaries of the route calls; 0: api.DefaultSummaryInterval
+	AdoptGrace             time.Duration           // how long an adopted route may go unconfirmed by a calling agent; 0: reconcile.DefaultAdoptGrace
+	ResyncMaxRemovals      *reconcile.RemovalLimit // routes a resync removes unasked; nil: reconcile.DefaultRemovalLimit
+	SocketGroup            string                  // group (name or gid) of unix:// listeners' sockets; empty: the process's own
+	// Helper, if set, is used instead of a helperclient.Client on
+	// HelperSocket: for a benchmark's single-process baseline, never in
+	// the product.
+	Helper  helperclient.RouteHelper
 	Version string
 	Log     *slog.Logger
 }
@@ -74,7 +79,7 @@ func ParseAddr(s string) (Listener, error) {
 	case strings.HasPrefix(s, "unix://"):
 		path := strings.TrimPrefix(s, "unix://")
 		if !strings.HasPrefix(path, "/") {
-			return Listener{}, fmt.Errorf("address %s: a unix address needs an absolute path, as in unix:///run/quilt/runtime.sock", show(s))
+			return Listener{}, fmt.Errorf("address %s: a unix address needs an absolute path, as in unix:///run/quilt/runtime.sock", quote.Value(s))
 		}
 		return Listener{Network: "unix", Addr: path}, nil
 	case strings.HasPrefix(s, "vsock://"):
@@ -82,18 +87,18 @@ func ParseAddr(s string) (Listener, error) {
 		c, cerr := strconv.ParseUint(cid, 10, 32)
 		p, perr := strconv.ParseUint(port, 10, 32)
 		if !ok || cerr != nil || perr != nil {
-			return Listener{}, fmt.Errorf("address %s: want vsock://CID:PORT with decimal numbers", show(s))
+			return Listener{}, fmt.Errorf("address %s: want vsock://CID:PORT with decimal numbers", quote.Value(s))
 		}
 		return Listener{Network: "vsock", Addr: cid + ":" + port, CID: uint32(c), Port: uint32(p)}, nil
 	case strings.Contains(s, "://"):
-		return Listener{}, fmt.Errorf("address %s: unknown scheme; use host:port, unix:///path or vsock://CID:PORT", show(s))
+		return Listener{}, fmt.Errorf("address %s: unknown scheme; use host:port, unix:///path or vsock://CID:PORT", quote.Value(s))
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err == nil {
 		_, err = net.LookupPort("tcp", port)
 	}
 	if err != nil {
-		return Listener{}, fmt.Errorf("address %s: want host:port: %w", show(s), err)
+		return Listener{}, fmt.Errorf("address %s: want host:port: %w", quote.Value(s), err)
 	}
 	return Listener{Network: "tcp", Addr: net.JoinHostPort(host, port)}, nil
 }
@@ -128,7 +133,7 @@ func lookupGroup(s string) (int, error) {
 	}
 	g, err := user.LookupGroup(s)
 	if err != nil {
-		return 0, fmt.Errorf("--grpc-socket-group %s: %w", show(s), err)
+		return 0, fmt.Errorf("--grpc-socket-group %s: %w", quote.Value(s), err)
 	}
 	return strconv.Atoi(g.Gid)
 }
@@ -184,11 +189,11 @@ const (
 	DefaultMaxConns      = 128
 )
 
-// NewGRPCServer returns a server with our limits, the QuiltRuntime and
-// QuiltAdmin services, health, reflection and the gRPC admin services
+// NewGRPCServer returns a server with our limits, the node's QuiltRuntime
+// and QuiltAdmin services, health, reflection and the gRPC admin services
 // (channelz, for grpcurl and grpcdebug), and extra options (the metrics'
 // interceptors).
-func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.ServerOption) *grpc.Server {
+func NewGRPCServer(node *api.Node, info api.Info, hs *health.Server, tc *tls.Config, extra ...grpc.ServerOption) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
@@ -200,8 +205,7 @@ func NewGRPCServer(adm *Admin, hs *health.Server, tc *tls.Config, extra ...grpc.
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	srv := grpc.NewServer(append(opts, extra...)...)
-	quiltpb.RegisterQuiltRuntimeServer(srv, adm.Service)
-	quiltpb.RegisterQuiltAdminServer(srv, adm)
+	api.Register(srv, node, info)
 	healthpb.RegisterHealthServer(srv, hs)
 	// Only channelz: CSDS, the other admin service, registers itself only
 	// in binaries that link the xDS packages, which this one does not.
@@ -245,7 +249,7 @@ func Run(ctx context.Context, cfg Config) error {
 	socketGID := -1
 	if cfg.SocketGroup != "" {
 		if !slices.ContainsFunc(lns, func(l Listener) bool { return l.Network == "unix" }) {
-			return fmt.Errorf("--grpc-socket-group %s needs a unix:///path --grpc-addr", show(cfg.SocketGroup))
+			return fmt.Errorf("--grpc-socket-group %s needs a unix:///path --grpc-addr", quote.Value(cfg.SocketGroup))
 		}
 		if socketGID, err = lookupGroup(cfg.SocketGroup); err != nil {
 			return err
@@ -253,7 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.MetricsAddr != "" {
 		if l, err := ParseAddr(cfg.MetricsAddr); err != nil || l.Network != "tcp" || (!l.Loopback() && !cfg.Insecure) {
-			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", show(cfg.MetricsAddr))
+			return fmt.Errorf("--metrics-addr %s: want a loopback host:port (or --insecure for any)", quote.Value(cfg.MetricsAddr))
 		}
 	}
 	// Sockets systemd passed stand in for the --grpc-addr they match; the
@@ -281,51 +285,38 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Log.Warn("--helper-timeout is not under half the systemd watchdog period: a helper that stops answering holds a resync past the watchdog, and systemd restarts this frontend",
 			"helper_timeout", cfg.HelperTimeout, "watchdog", w)
 	}
-	store, snap, err := state.Open(cfg.StateDir, cfg.Log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	alloc, err := ipam.NewAllocator(cfg.Offsets, store, snap.Subnet, snap.Allocations, snap.LastIP)
-	if err != nil {
-		return fmt.Errorf("state file %s: %w; it was left untouched", store.Path(), err)
-	}
-	if err := store.Migrate(snap); err != nil {
-		return err
-	}
-	cfg.Log.Info("state loaded", "path", store.Path(), "subnet", snap.Subnet, "allocations", len(snap.Allocations), "routes", len(snap.Routes))
-
-	client := &HelperClient{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
+	client := &helperclient.Client{Path: cfg.HelperSocket, Timeout: cfg.HelperTimeout}
 	defer client.Close()
 	metrics := NewMetrics()
 	hs := health.NewServer()
 	servingStatus(hs, false)
 	hs.SetServingStatus(quiltpb.QuiltAdmin_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	kick := make(chan struct{}, 1)
-	svc := &Service{Policy: cfg.Policy, IPAM: alloc, Routes: NewDesired(store, snap.Routes, snap.Adopted), Log: cfg.Log,
-		AdoptGrace: cmp.Or(cfg.AdoptGrace, DefaultAdoptGrace), RemovalLimit: cfg.ResyncMaxRemovals,
-		adoptPending: snap.Created}
-	hh := &helperHealth{change: func(err error) {
-		svc.SetHelperHealth(err)
-		servingStatus(hs, err == nil)
-		notify.helper(err)
-		if err == nil {
-			select { // the helper is back: compare routes now
-			case kick <- struct{}{}:
-			default:
+	node, err := api.OpenNode(api.NodeConfig{Policy: cfg.Policy, StateDir: cfg.StateDir, Offsets: cfg.Offsets, Log: cfg.Log,
+		AdoptGrace: cfg.AdoptGrace, RemovalLimit: cfg.ResyncMaxRemovals,
+		// Every request is timed (metrics) and tells health what it learnt.
+		Helper: metrics.Helper(cmp.Or[helperclient.RouteHelper](cfg.Helper, client)), HelperSocket: cfg.HelperSocket,
+		OnHealth: func(err error) {
+			servingStatus(hs, err == nil)
+			notify.helper(err)
+			if err == nil {
+				select { // the helper is back: compare routes now
+				case kick <- struct{}{}:
+				default:
+				}
 			}
-		}
-	}}
-	// Every request is timed (metrics) and tells health what it learnt.
-	helper := reportingHelper{RouteHelper: metrics.Helper(cmp.Or[RouteHelper](cfg.Helper, client)), health: hh, log: cfg.Log}
-	svc.Helper = helper
-	adm := &Admin{Service: svc, Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}
-	metrics.Observe(adm)
-	srv := NewGRPCServer(adm, hs, tc, metrics.ServerOptions()...)
+		}})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	saved := node.Routes.DesiredLen()
+	metrics.Observe(node, cfg.Version)
+	srv := NewGRPCServer(node, api.Info{Version: cfg.Version, StateDir: cfg.StateDir, ResyncInterval: cfg.ResyncInterval}, hs, tc, metrics.ServerOptions()...)
 	metrics.Registered(srv)
 	bg, stopBg := context.WithCancel(ctx)
 	defer stopBg()
-	go watch(bg, helper, cfg.HelperSocket, 5*time.Second, cfg.Log, func(err error) { hh.report(err) })
+	go node.Helper.Poll(bg, 5*time.Second)
 	select { // the first resync runs at once (unless the helper's hello already asked); readiness waits for it
 	case kick <- struct{}{}:
 	default:
@@ -335,9 +326,19 @@ func Run(ctx context.Context, cfg Config) error {
 	// pending already. Readiness (after ResyncLoop's first resync) and the
 	// watchdog (while ResyncLoop waits) stay ResyncLoop's alone; the
 	// watch's own repairs (RepairChanged) report to neither.
-	go svc.ResyncLoop(bg, cfg.ResyncInterval, kick, notify.hooks(svc.Routes.Len))
-	go svc.WatchLoop(bg, kick)
-	go svc.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, DefaultSummaryInterval))
+	go node.Routes.ResyncLoop(bg, cfg.ResyncInterval, kick, notify.hooks(node.Routes.DesiredLen))
+	go helperclient.WatchLoop(bg, node.Helper, cfg.Log, func(resync bool, changed []netip.Prefix) {
+		if resync {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+		if len(changed) > 0 {
+			node.RepairChanged(bg, changed)
+		}
+	})
+	go node.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, api.DefaultSummaryInterval))
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		ml, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -371,7 +372,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		cfg.Log.Info("Starting gRPC server on "+l.Addr, "network", l.Network, "addr", l.Addr, "socket", from, "tls", tc != nil, "mtls", cfg.TLSCA != "",
-			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", len(snap.Routes))
+			"gomaxprocs", runtime.GOMAXPROCS(0), "pid", os.Getpid(), "routes", saved)
 		addrs = append(addrs, l.Addr)
 		go func() { errc <- srv.Serve(netutil.LimitListener(nl, cmp.Or(cfg.MaxConns, DefaultMaxConns))) }()
 	}

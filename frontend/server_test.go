@@ -3,9 +3,7 @@ package frontend
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,15 +11,36 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 )
 
 // runConfig is a Config for Run with an in-process fake helper, its state
 // in a temporary directory.
 func runConfig(t *testing.T, addrs ...string) Config {
-	return Config{Addrs: addrs, Policy: testPolicy, StateDir: filepath.Join(t.TempDir(), "state"), Offsets: ipam.DefaultOffsets,
-		ResyncInterval: time.Hour, HelperTimeout: time.Second, Helper: &fakeHelper{routes: map[netip.Prefix]string{}},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return Config{Addrs: addrs, Policy: testkit.Policy, StateDir: filepath.Join(t.TempDir(), "state"), Offsets: ipam.DefaultOffsets,
+		ResyncInterval: time.Hour, HelperTimeout: time.Second, Helper: testkit.New(), Log: slog.New(slog.DiscardHandler)}
+}
+
+// serveConn serves the node as Run would (NewGRPCServer: its services,
+// limits, health, reflection, channelz; and with m, its metrics) on an
+// in-memory listener, and returns a client connection.
+func serveConn(t *testing.T, node *api.Node, m *Metrics) *grpc.ClientConn {
+	t.Helper()
+	var opts []grpc.ServerOption
+	if m != nil {
+		opts = m.ServerOptions()
+	}
+	srv := NewGRPCServer(node, api.Info{}, health.NewServer(), nil, opts...)
+	if m != nil {
+		m.Registered(srv)
+	}
+	return testnode.Dial(t, srv)
 }
 
 // TestSocketGroup: --grpc-socket-group gives a unix:// listener's socket
@@ -70,6 +89,30 @@ func TestSocketGroup(t *testing.T) {
 		cfg.SocketGroup = tc.group
 		if err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "--grpc-socket-group") {
 			t.Errorf("%s with group %s: %v", tc.addr, tc.group, err)
+		}
+	}
+}
+
+func TestParseAddr(t *testing.T) {
+	for in, want := range map[string]Listener{
+		"127.0.0.1:50051":          {Network: "tcp", Addr: "127.0.0.1:50051"},
+		"[::1]:50051":              {Network: "tcp", Addr: "[::1]:50051"},
+		"unix:///run/quilt/x.sock": {Network: "unix", Addr: "/run/quilt/x.sock"},
+		"vsock://3:50051":          {Network: "vsock", Addr: "3:50051", CID: 3, Port: 50051},
+	} {
+		if got, err := ParseAddr(in); err != nil || got != want {
+			t.Errorf("%s: %+v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "50051", "unix://relative", "vsock://x:1", "vsock://3", "http://127.0.0.1:1", "127.0.0.1:99999"} {
+		if _, err := ParseAddr(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for in, loop := range map[string]bool{"127.0.0.1:1": true, "localhost:1": true, "[::1]:1": true, ":1": false, "0.0.0.0:1": false, "10.0.0.1:1": false} {
+		l, _ := ParseAddr(in)
+		if l.Loopback() != loop {
+			t.Errorf("%s: loopback %v", in, !loop)
 		}
 	}
 }

@@ -13,6 +13,10 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/mdlayher/vsock"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
 )
 
 // systemd's side of the frontend: the listening sockets it passes
@@ -125,32 +129,6 @@ func (p passed) close() {
 	clear(p)
 }
 
-// LoopHooks let the resync loop report on itself. Alive is called every
-// Every while the loop waits between resyncs, never during one, so a loop
-// stuck in a resync stops calling it (systemd's watchdog). Done is called
-// after each resync. The zero value does nothing.
-type LoopHooks struct {
-	Every time.Duration
-	Alive func()
-	Done  func(ResyncResult)
-}
-
-// ticks returns a channel that receives every Every, or nil (never) if
-// there is nothing to call, and its stop function.
-func (h LoopHooks) ticks() (<-chan time.Time, func()) {
-	if h.Every <= 0 || h.Alive == nil {
-		return nil, func() {}
-	}
-	t := time.NewTicker(h.Every)
-	return t.C, t.Stop
-}
-
-func (h LoopHooks) done(r ResyncResult) {
-	if h.Done != nil {
-		h.Done(r)
-	}
-}
-
 // notifier tells systemd how the frontend is: READY=1 once every listener
 // is open and the first resync has finished (well or not), a STATUS= line
 // whenever what it says changes, WATCHDOG=1 when the resync loop says it
@@ -165,7 +143,7 @@ type notifier struct {
 	ready     bool     // READY=1 sent
 	helperErr error    // the helper's health as last reported
 	helperSet bool
-	last      ResyncResult
+	last      reconcile.ResyncResult
 	desired   int
 	sent      string // the last STATUS= text
 }
@@ -183,8 +161,8 @@ func newNotifier(log *slog.Logger) *notifier {
 
 // hooks are the resync loop's hooks: WATCHDOG=1 at half the watchdog
 // period, as systemd advises, and readiness and status after each resync.
-func (n *notifier) hooks(desired func() int) LoopHooks {
-	h := LoopHooks{Done: func(r ResyncResult) { n.resync(r, desired()) }}
+func (n *notifier) hooks(desired func() int) reconcile.LoopHooks {
+	h := reconcile.LoopHooks{Done: func(r reconcile.ResyncResult) { n.resync(r, desired()) }}
 	if n.watchdog > 0 {
 		h.Every, h.Alive = n.watchdog/2, func() { n.send(daemon.SdNotifyWatchdog) }
 	}
@@ -200,7 +178,7 @@ func (n *notifier) listened(addrs []string) {
 }
 
 // resync records a resync's result.
-func (n *notifier) resync(r ResyncResult, desired int) {
+func (n *notifier) resync(r reconcile.ResyncResult, desired int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.resynced, n.last, n.desired = true, r, desired
@@ -245,7 +223,7 @@ func (n *notifier) status() string {
 	}
 	parts := []string{where}
 	if n.helperSet && n.helperErr != nil {
-		parts = append(parts, "route helper unavailable ("+clipStatus(n.helperErr.Error())+"); routes stay in the kernel")
+		parts = append(parts, "route helper unavailable ("+quote.Bound(n.helperErr.Error(), statusBound)+"); routes stay in the kernel")
 	} else if n.helperSet {
 		parts = append(parts, "route helper up")
 	}
@@ -253,10 +231,10 @@ func (n *notifier) status() string {
 	switch {
 	case !n.resynced:
 		parts = append(parts, "first resync running")
-	case errors.Is(r.Err, ErrUnavailable):
+	case errors.Is(r.Err, helperclient.ErrUnavailable):
 		parts = append(parts, "routes not compared with the kernel until the helper answers")
 	case r.Err != nil:
-		parts = append(parts, "last resync failed: "+clipStatus(r.Err.Error()))
+		parts = append(parts, "last resync failed: "+quote.Bound(r.Err.Error(), statusBound))
 	case r.Conflicts > 0 || r.Failed > 0:
 		parts = append(parts, fmt.Sprintf("%d routes desired, %d installed; %d held by routes not quilt's, %d repairs failed (quiltctl routes)", n.desired, r.Installed, r.Conflicts, r.Failed))
 	default:
@@ -265,13 +243,8 @@ func (n *notifier) status() string {
 	return strings.Join(parts, "; ")
 }
 
-// clipStatus bounds an error in the status line.
-func clipStatus(s string) string {
-	if len(s) > 160 {
-		return s[:160] + "..."
-	}
-	return s
-}
+// statusBound is the most bytes of an error the status line shows.
+const statusBound = 160
 
 // send sends one notification; a failure is logged, never fatal: systemd
 // would then time the start out, which says the same.

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
 )
 
 // TestPassedListenersMatch: a passed socket stands in for the --grpc-addr
@@ -95,7 +98,7 @@ func TestNotifier(t *testing.T) {
 	if got := recv(); got != "STATUS=starting; route helper up; first resync running" {
 		t.Fatalf("first: %q", got)
 	}
-	n.resync(ResyncResult{Start: time.Now(), Installed: 2}, 2)
+	n.resync(reconcile.ResyncResult{Start: time.Now(), Installed: 2}, 2)
 	if got := recv(); got != "STATUS=starting; route helper up; 2 routes desired, 2 installed, in sync" {
 		t.Fatalf("after the first resync, before listening: %q (no READY yet)", got)
 	}
@@ -103,18 +106,18 @@ func TestNotifier(t *testing.T) {
 	if got, want := recv(), "READY=1\nSTATUS=serving gRPC on 127.0.0.1:50051; route helper up; 2 routes desired, 2 installed, in sync"; got != want {
 		t.Fatalf("after listening: %q, want %q", got, want)
 	}
-	n.resync(ResyncResult{Start: time.Now(), Installed: 2}, 2) // nothing new: nothing sent
-	gone := fmt.Errorf("%w: dial unix /run/quilt/route-helper.sock: connect: no such file or directory", ErrUnavailable)
+	n.resync(reconcile.ResyncResult{Start: time.Now(), Installed: 2}, 2) // nothing new: nothing sent
+	gone := fmt.Errorf("%w: dial unix /run/quilt/route-helper.sock: connect: no such file or directory", helperclient.ErrUnavailable)
 	n.helper(gone)
 	if got := recv(); !strings.HasPrefix(got, "STATUS=serving gRPC on 127.0.0.1:50051; route helper unavailable (route helper unavailable: dial unix") {
 		t.Fatalf("helper gone: %q", got)
 	}
-	n.resync(ResyncResult{Start: time.Now(), Err: fmt.Errorf("list our routes: %w", gone)}, 2)
+	n.resync(reconcile.ResyncResult{Start: time.Now(), Err: fmt.Errorf("list our routes: %w", gone)}, 2)
 	if got := recv(); !strings.HasSuffix(got, "; routes not compared with the kernel until the helper answers") || strings.Contains(got, "READY") {
 		t.Fatalf("resync without helper: %q", got)
 	}
 	n.helper(nil)
-	n.resync(ResyncResult{Start: time.Now(), Installed: 1, Conflicts: 1}, 2)
+	n.resync(reconcile.ResyncResult{Start: time.Now(), Installed: 1, Conflicts: 1}, 2)
 	recv()
 	if got := recv(); !strings.HasSuffix(got, "2 routes desired, 1 installed; 1 held by routes not quilt's, 0 repairs failed (quiltctl routes)") {
 		t.Fatalf("conflict: %q", got)

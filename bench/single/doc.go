@@ -1,6 +1,6 @@
 // Package single is the benchmark's baseline for "what an operator would run
-// instead" of the privilege-separated pair: the same gRPC service
-// (frontend.Service, frontend.Admin, frontend.NewGRPCServer, the real state
+// instead" of the privilege-separated pair: the same gRPC services
+// (frontend.Run: package api's services on its reconciler, the real state
 // file) in one process that calls rtnetlink directly through helper.Routes,
 // with no helper hop and no socket between them.
 //

@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/helper"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
@@ -26,7 +28,7 @@ type Config struct {
 	AllowAnyNetns bool
 }
 
-// Helper is a frontend.RouteHelper that calls helper.Routes in this
+// Helper is a helperclient.RouteHelper that calls helper.Routes in this
 // process, MaxBatch records at a time as quilt-route-helper takes them
 // from a message. helper.Routes is not safe for concurrent use, so calls
 // take turns, as they do in quilt-route-helper; it checks every request
@@ -40,11 +42,11 @@ type Helper struct {
 func (h *Helper) Hello(context.Context) error { return nil }
 
 // Apply carries out the changes.
-func (h *Helper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Result, []error) {
+func (h *Helper) Apply(_ context.Context, changes []route.Route) ([]wire.Result, []error) {
 	reqs := make([]wire.Record, len(changes))
 	for i, c := range changes {
 		reqs[i] = wire.Record{Op: wire.OpDelete, Dst: c.Dst}
-		if c.Ifname != "" {
+		if !c.IsRemoval() {
 			reqs[i] = wire.Record{Op: wire.OpAdd, Dst: c.Dst, Ifname: c.Ifname}
 		}
 	}
@@ -55,20 +57,18 @@ func (h *Helper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Res
 	}
 	res, errs := make([]wire.Result, len(reqs)), make([]error, len(reqs))
 	for i, r := range reqs {
-		res[i], errs[i] = r.Result, frontend.StatusError(r)
+		res[i], errs[i] = r.Result, helperclient.StatusError(r)
 	}
 	return res, errs
 }
 
-// List returns our routes.
-func (h *Helper) List(context.Context) ([]frontend.Route, error) {
+// List reports our routes.
+func (h *Helper) List(_ context.Context, each func(route.Route)) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var routes []frontend.Route
-	err := h.Routes.List(&wire.Record{Op: wire.OpList}, func(r wire.Record) {
-		routes = append(routes, frontend.Route{Dst: r.Dst, Ifname: r.Ifname})
+	return h.Routes.List(&wire.Record{Op: wire.OpList}, func(r wire.Record) {
+		each(route.Route{Dst: r.Dst, Ifname: r.Ifname})
 	})
-	return routes, err
 }
 
 // Watch reports one resync, then nothing until ctx ends: the one-process

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 )
 
@@ -20,6 +21,9 @@ const (
 	DefaultTimeout = 2 * time.Second
 	DefaultGCGrace = time.Minute
 )
+
+// valueBound is the most bytes of a configuration value an error shows.
+const valueBound = 64
 
 // Field is one key of the plugin's "ipam" object.
 type Field struct {
@@ -101,11 +105,11 @@ func parseIPAM(raw json.RawMessage) (Config, error) {
 				known[i] = f.Name
 			}
 			slices.Sort(known)
-			return cfg, types.NewError(types.ErrUnsupportedField, fmt.Sprintf("unsupported field in ipam: %q = %s", name, clip(v)),
+			return cfg, types.NewError(types.ErrUnsupportedField, fmt.Sprintf("unsupported field in ipam: %q = %s", name, quote.Bound(string(v), valueBound)),
 				fmt.Sprintf("quilt-ipam knows %q", known))
 		}
 		if err != nil {
-			return cfg, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam %q = %s: %v", name, clip(v), err), "")
+			return cfg, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam %q = %s: %v", name, quote.Bound(string(v), valueBound), err), "")
 		}
 	}
 	if cfg.Timeout <= 0 {
@@ -126,12 +130,4 @@ func duration(v json.RawMessage, d *time.Duration) error {
 	}
 	*d = x
 	return err
-}
-
-// clip bounds a configuration value quoted in an error.
-func clip(v json.RawMessage) string {
-	if len(v) > 64 {
-		return string(v[:64]) + "..."
-	}
-	return string(v)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,10 +22,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/helperclient"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
-	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 // plugin is the quilt-ipam binary, built once for the tests: they run it
@@ -52,36 +51,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// helper is an in-process route helper for frontend.Run: it answers, or
-// with down set refuses every call.
-type helper struct{ down bool }
-
-func (h helper) Hello(context.Context) error {
-	if h.down {
-		return frontend.ErrUnavailable
-	}
-	return nil
-}
-
-func (h helper) Apply(_ context.Context, c []frontend.Change) ([]wire.Result, []error) {
-	return make([]wire.Result, len(c)), make([]error, len(c))
-}
-
-func (h helper) List(context.Context) ([]frontend.Route, error) {
-	return nil, h.Hello(context.Background())
-}
-
-// Watch asks for one resync, then reports nothing until ctx ends; down, it
-// fails as the other calls do.
-func (h helper) Watch(ctx context.Context, report func(bool, []netip.Prefix)) error {
-	if err := h.Hello(ctx); err != nil {
-		return err
-	}
-	report(true, nil)
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 // runtime is a quilt-runtime (frontend.Run, its real gRPC server and
 // state file) serving on a Unix socket.
 type runtime struct {
@@ -90,17 +59,23 @@ type runtime struct {
 	rt     quiltpb.QuiltRuntimeClient
 }
 
-// startRuntime serves until the test ends; subnet, if set, is configured.
-func startRuntime(t *testing.T, o ipam.Offsets, h helper, subnet string) *runtime {
+// startRuntime serves until the test ends, with an in-process route
+// helper that answers or, down, refuses every call; subnet, if set, is
+// configured.
+func startRuntime(t *testing.T, o ipam.Offsets, down bool, subnet string) *runtime {
 	t.Helper()
 	dir := t.TempDir()
 	r := &runtime{socket: filepath.Join(dir, "runtime.sock")}
+	h := testkit.New()
+	if down {
+		h.Fail(helperclient.ErrUnavailable)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- frontend.Run(ctx, frontend.Config{
 			Addrs:          []string{"unix://" + r.socket},
-			Policy:         policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100"}},
+			Policy:         testkit.Policy,
 			StateDir:       filepath.Join(dir, "state"),
 			Offsets:        o,
 			ResyncInterval: time.Hour,
@@ -123,7 +98,7 @@ func startRuntime(t *testing.T, o ipam.Offsets, h helper, subnet string) *runtim
 	r.admin, r.rt = quiltpb.NewQuiltAdminClient(conn), quiltpb.NewQuiltRuntimeClient(conn)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		st, err := r.admin.GetStatus(context.Background(), &quiltpb.GetStatusRequest{}, grpc.WaitForReady(true))
-		if err == nil && (st.HelperAvailable || h.down) && (h.down || st.HelperError == "") {
+		if err == nil && (st.HelperAvailable || down) && (down || st.HelperError == "") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -219,7 +194,7 @@ func withPrev(t *testing.T, stdin []byte, prev *current.Result) []byte {
 // TestCommands: ADD, CHECK, DEL, GC, STATUS and VERSION of the real binary
 // against a real quilt-runtime.
 func TestCommands(t *testing.T) {
-	r := startRuntime(t, ipam.DefaultOffsets, helper{}, "10.42.1.0/24")
+	r := startRuntime(t, ipam.DefaultOffsets, false, "10.42.1.0/24")
 	cfg := conf("1.1.0", ipamConf(r.socket, `,"gcGracePeriod":"0s"`))
 
 	eth0 := add(t, "c1", "eth0", cfg)
@@ -299,7 +274,7 @@ func TestCommands(t *testing.T) {
 // TestBadInput: the specification's error codes for bad input, and
 // nothing allocated by any of them.
 func TestBadInput(t *testing.T) {
-	r := startRuntime(t, ipam.DefaultOffsets, helper{}, "10.42.1.0/24")
+	r := startRuntime(t, ipam.DefaultOffsets, false, "10.42.1.0/24")
 	good := ipamConf(r.socket)
 	for _, tc := range []struct {
 		name  string
@@ -364,12 +339,12 @@ func TestUnavailable(t *testing.T) {
 // the node has a subnet, and when the range is exhausted, when ADD
 // fails too: "try again later" (11) without a subnet, ours (100) when full.
 func TestNotReady(t *testing.T) {
-	down := startRuntime(t, ipam.DefaultOffsets, helper{down: true}, "10.42.1.0/24")
+	down := startRuntime(t, ipam.DefaultOffsets, true, "10.42.1.0/24")
 	if _, err := (env{command: "STATUS"}).exec(t, conf("1.1.0", ipamConf(down.socket))); code(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "route helper") {
 		t.Errorf("STATUS with the helper down: %v", err)
 	}
 
-	r := startRuntime(t, ipam.Offsets{Gateway: 1, First: 10, Last: 11}, helper{}, "")
+	r := startRuntime(t, ipam.Offsets{Gateway: 1, First: 10, Last: 11}, false, "")
 	cfg := conf("1.1.0", ipamConf(r.socket))
 	if _, err := (env{command: "STATUS"}).exec(t, cfg); code(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "no subnet") {
 		t.Errorf("STATUS without a subnet: %v", err)

@@ -122,10 +122,17 @@ type entry struct {
 	ip      netip.Addr
 	network string
 	since   time.Time // when it was made, or loaded at start: the garbage collector's grace runs from here
+	// saving is set while the allocation's making or release is on its way
+	// to the state file, and closed once it is there (or failed): until
+	// then nobody is answered about the key, and its address, reserved,
+	// is handed to no one else.
+	saving chan struct{}
 }
 
 // Allocator hands out the node subnet's addresses. It is safe for
-// concurrent use.
+// concurrent use. It does not hold its lock while the store writes, so
+// that concurrent allocations and releases share the store's commits
+// (state.Store commits what arrives while one is in flight together).
 type Allocator struct {
 	offsets Offsets
 	store   Store
@@ -169,7 +176,7 @@ func NewAllocator(o Offsets, s Store, subnet netip.Prefix, allocs []Allocation, 
 		if _, dup := a.byKey[al.Key]; dup {
 			return nil, fmt.Errorf("saved allocations give %q two addresses", al.Key)
 		}
-		a.byKey[al.Key], a.byIP[al.IP] = entry{al.IP, al.Network, loaded}, al.Key
+		a.byKey[al.Key], a.byIP[al.IP] = entry{ip: al.IP, network: al.Network, since: loaded}, al.Key
 	}
 	return a, nil
 }
@@ -215,47 +222,109 @@ func (a *Allocator) SetSubnet(subnet netip.Prefix) (changed bool, err error) {
 // Allocate returns the interface's address, handing out the next free one
 // if it has none, on behalf of a CNI network (empty: none). existing says
 // it already had it; an existing allocation keeps the network it was
-// made for.
+// made for. It returns once the allocation is in the state file.
 func (a *Allocator) Allocate(k Key, network string) (ip netip.Addr, pool Pool, existing bool, err error) {
 	if err := errors.Join(k.Check(), CheckNetwork(network)); err != nil {
 		return netip.Addr{}, Pool{}, false, err
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	for a.byKey[k].saving != nil { // made or released right now: wait for the store's word
+		a.wait(k)
+	}
 	if !a.pool.Subnet.IsValid() {
+		a.mu.Unlock()
 		return netip.Addr{}, Pool{}, false, ErrNoSubnet
 	}
+	pool = a.pool
 	if e, ok := a.byKey[k]; ok {
-		return e.ip, a.pool, true, nil
+		a.mu.Unlock()
+		return e.ip, pool, true, nil
 	}
 	ip, err = a.pool.next(a.last, func(x netip.Addr) bool { _, used := a.byIP[x]; return used })
 	if err != nil {
+		a.mu.Unlock()
 		return netip.Addr{}, Pool{}, false, err
 	}
-	if err := a.store.PutAllocation(Allocation{Key: k, IP: ip, Network: network}); err != nil {
+	saving := make(chan struct{})
+	a.byKey[k], a.byIP[ip] = entry{ip: ip, network: network, since: a.now(), saving: saving}, k
+	last := a.last
+	a.last = ip
+	a.mu.Unlock()
+	err = a.store.PutAllocation(Allocation{Key: k, IP: ip, Network: network})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	defer close(saving)
+	if err != nil {
+		a.forget(k, a.byKey[k])
+		if a.last == ip {
+			a.last = last
+		}
 		return netip.Addr{}, Pool{}, false, err
 	}
-	a.byKey[k], a.byIP[ip], a.last = entry{ip, network, a.now()}, k, ip
-	return ip, a.pool, false, nil
+	a.saved(k)
+	return ip, pool, false, nil
+}
+
+// wait waits, with a.mu held and given up meanwhile, until k's change in
+// flight is in the store (or failed).
+func (a *Allocator) wait(k Key) {
+	saving := a.byKey[k].saving
+	a.mu.Unlock()
+	<-saving
+	a.mu.Lock()
+}
+
+// saved marks k's allocation as in the store; a.mu is held.
+func (a *Allocator) saved(k Key) {
+	e := a.byKey[k]
+	e.saving = nil
+	a.byKey[k] = e
 }
 
 // Release frees the interface's address. Releasing one that has none
-// changes nothing and is not an error: released is false.
+// changes nothing and is not an error: released is false. The address is
+// handed out again only once its release is in the state file.
 func (a *Allocator) Release(k Key) (ip netip.Addr, released bool, err error) {
 	if err := k.Check(); err != nil {
 		return netip.Addr{}, false, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for a.byKey[k].saving != nil {
+		a.wait(k)
+	}
 	e, ok := a.byKey[k]
 	if !ok {
 		return netip.Addr{}, false, nil
 	}
-	if err := a.store.DeleteAllocations(k); err != nil {
+	if err := a.release([]Key{k}); err != nil {
 		return netip.Addr{}, false, err
 	}
-	a.forget(k, e)
 	return e.ip, true, nil
+}
+
+// release has the store forget the keys' allocations, which are in it,
+// and then forgets them; a.mu is held, and given up while the store
+// writes.
+func (a *Allocator) release(keys []Key) error {
+	saving := make(chan struct{})
+	defer close(saving)
+	for _, k := range keys {
+		e := a.byKey[k]
+		e.saving = saving
+		a.byKey[k] = e
+	}
+	a.mu.Unlock()
+	err := a.store.DeleteAllocations(keys...)
+	a.mu.Lock()
+	for _, k := range keys {
+		if err != nil {
+			a.saved(k)
+		} else {
+			a.forget(k, a.byKey[k])
+		}
+	}
+	return err
 }
 
 func (a *Allocator) forget(k Key, e entry) {
@@ -268,7 +337,8 @@ func (a *Allocator) forget(k Key, e entry) {
 // where keep is every attachment the container runtime still knows and
 // the grace period before now protects an ADD the runtime's list may not
 // show yet. Allocations of other networks, and those made without one,
-// are never collected. It returns what it released, ordered by address.
+// are never collected, nor those on their way to the state file. It
+// returns what it released, ordered by address.
 func (a *Allocator) Collect(network string, keep map[Key]bool, notAfter time.Time) ([]Allocation, error) {
 	if err := CheckNetwork(network); err != nil || network == "" {
 		return nil, cmp.Or(err, fmt.Errorf("network %s %w", quote.Value(network), ErrNetwork))
@@ -278,7 +348,7 @@ func (a *Allocator) Collect(network string, keep map[Key]bool, notAfter time.Tim
 	var stale []Allocation
 	var keys []Key
 	for k, e := range a.byKey {
-		if e.network == network && !keep[k] && !e.since.After(notAfter) {
+		if e.network == network && !keep[k] && !e.since.After(notAfter) && e.saving == nil {
 			stale = append(stale, Allocation{k, e.ip, e.network})
 			keys = append(keys, k)
 		}
@@ -286,11 +356,8 @@ func (a *Allocator) Collect(network string, keep map[Key]bool, notAfter time.Tim
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	if err := a.store.DeleteAllocations(keys...); err != nil {
+	if err := a.release(keys); err != nil {
 		return nil, err
-	}
-	for _, al := range stale {
-		a.forget(al.Key, a.byKey[al.Key])
 	}
 	sortAllocations(stale)
 	return stale, nil

@@ -454,3 +454,63 @@ func TestCollect(t *testing.T) {
 		t.Fatalf("collect other: %+v %v %v", got, err, a.List())
 	}
 }
+
+// barrierStore holds every allocation's write until n of them are in
+// flight at once.
+type barrierStore struct {
+	memStore
+	n       int
+	mu      sync.Mutex
+	waiting int
+	all     chan struct{}
+}
+
+func (b *barrierStore) PutAllocation(al Allocation) error {
+	b.mu.Lock()
+	if b.waiting++; b.waiting == b.n {
+		close(b.all)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.all:
+	case <-time.After(10 * time.Second):
+		return errors.New("the other writes never came: the allocator wrote one at a time")
+	}
+	return b.memStore.PutAllocation(al)
+}
+
+// TestAllocationsWriteTogether: the allocator does not hold its lock while
+// the store writes, so concurrent allocations reach the store together
+// (and can share its commit); the same key asked for at once gets one
+// address, answered only once it is saved.
+func TestAllocationsWriteTogether(t *testing.T) {
+	st := &barrierStore{memStore: memStore{allocs: map[string]netip.Addr{}}, n: 8, all: make(chan struct{})}
+	a, err := NewAllocator(DefaultOffsets, st, subnet1, nil, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	got := make([]netip.Addr, 16)
+	existing := make([]bool, 16)
+	for i := range 16 { // 8 containers, each asked for twice at once
+		wg.Go(func() {
+			var err error
+			if got[i], _, existing[i], err = a.Allocate(Key{ContainerID: fmt.Sprint("c", i%8)}, ""); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	fresh := 0
+	for i := range 16 {
+		if got[i] != got[i%8] || st.allocs[fmt.Sprint("c", i%8)] != got[i] {
+			t.Fatalf("c%d: %v and %v, saved %v", i%8, got[i%8], got[i], st.allocs[fmt.Sprint("c", i%8)])
+		}
+		if !existing[i] {
+			fresh++
+		}
+	}
+	if fresh != 8 || a.Count() != 8 {
+		t.Fatalf("%d answers said new, %d allocations; want 8 of each", fresh, a.Count())
+	}
+}

@@ -3,10 +3,12 @@
 // state.db, under the frontend's state directory (--state-dir).
 //
 // The file is a go.etcd.io/bbolt database, the transactional embedded store
-// etcd and containerd use: every change is one transaction, written
+// etcd and containerd use: every change is written in one transaction,
 // copy-on-write and fsynced before the call returns, so a process killed at
 // any instant leaves either the state before the change or the state after
-// it, never a mix. The first start creates the file under a temporary name
+// it, never a mix. Changes that arrive while a commit is in flight share
+// the next transaction (group commit), so concurrent callers pay one fsync
+// between them. The first start creates the file under a temporary name
 // and renames it into place once it holds its schema version, so state.db
 // either does not exist or is complete.
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -20,7 +21,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/group"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 )
 
 // SchemaVersion is the layout this code reads and writes. Open migrates a
@@ -66,12 +69,23 @@ type Snapshot struct {
 }
 
 // Store is an open state file. Its methods are safe for concurrent use;
-// each returns once its change is durable.
+// each returns once its change is durable. Changes that arrive while a
+// commit is in flight share the next one: one transaction, one fsync,
+// for all of them (group commit).
 type Store struct {
-	db     *bolt.DB
-	path   string
-	schema int // the file's; changes wait for Migrate
-	log    *slog.Logger
+	db      *bolt.DB
+	path    string
+	schema  int // the file's; changes wait for Migrate
+	log     *slog.Logger
+	commits *group.Group[*change]
+	// beforeCommit, if set, is called before each transaction (tests).
+	beforeCommit func()
+}
+
+// change is one caller's change, waiting for its transaction.
+type change struct {
+	write func(tx *bolt.Tx) error
+	err   error
 }
 
 // Path returns the state file's path.
@@ -107,8 +121,16 @@ func Open(dir string, log *slog.Logger) (*Store, *Snapshot, error) {
 		return nil, nil, err
 	}
 	snap.Created = created
-	return &Store{db: db, path: path, schema: snap.Schema, log: log}, snap, nil
+	s := &Store{db: db, path: path, schema: snap.Schema, log: log}
+	s.commits = group.New(s.commit)
+	return s, snap, nil
 }
+
+// mmapSize is how much of the file bbolt maps from the start: far more
+// than 65,536 routes take, so that a large transaction never remaps the
+// file, which first copies every key and value it holds onto the heap.
+// Only the pages read count towards the process's memory.
+const mmapSize = 64 << 20
 
 // openDB opens the file and reads it whole. bbolt panics on some corrupt
 // pages, and a page past the end of a truncated file faults: both are
@@ -126,7 +148,7 @@ func openDB(path string) (db *bolt.DB, snap *Snapshot, err error) {
 			err = fmt.Errorf("state file %s: %w; it was left untouched: restore it from a backup, or move it aside to start with empty state (its allocations and routes are then forgotten)", path, err)
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType, InitialMmapSize: mmapSize})
 	if err != nil {
 		return nil, nil, openError(path, err)
 	}
@@ -412,19 +434,55 @@ func load(db *bolt.DB) (*Snapshot, error) {
 	return snap, err
 }
 
-// update runs one write transaction on the meta, allocations and routes
-// buckets; it returns once the change is on disk.
+// update writes one change to the meta, allocations and routes buckets;
+// it returns once the change is on disk.
 func (s *Store) update(f func(meta, allocs, routes *bolt.Bucket) error) error {
 	if s.schema != SchemaVersion {
 		return fmt.Errorf("save state to %s: the file is of schema %d and not migrated yet", s.path, s.schema)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		return f(tx.Bucket(bucketMeta), tx.Bucket(bucketAllocs), tx.Bucket(bucketRoutes))
 	})
-	if err != nil {
-		return fmt.Errorf("save state to %s: %w", s.path, err)
+}
+
+// write has the next commit carry a change, and returns once it is on
+// disk, or why not.
+func (s *Store) write(f func(tx *bolt.Tx) error) error {
+	c := &change{write: f}
+	s.commits.Do(c)
+	if c.err != nil {
+		return fmt.Errorf("save state to %s: %w", s.path, c.err)
 	}
 	return nil
+}
+
+// commit writes the changes that queued together in one transaction. A
+// change whose own writes fail is answered with that error alone, and
+// the others are committed without it; a failed commit fails them all.
+func (s *Store) commit(changes []*change) {
+	for len(changes) > 0 {
+		if s.beforeCommit != nil {
+			s.beforeCommit()
+		}
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range changes {
+				if err := c.write(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range changes {
+				c.err = err
+			}
+			return
+		}
+		changes[failed].err = err
+		changes = slices.Delete(changes, failed, failed+1)
+	}
 }
 
 // SetSubnet records the node subnet and forgets the last address handed out.
@@ -458,35 +516,58 @@ func (s *Store) DeleteAllocations(keys ...ipam.Key) error {
 	})
 }
 
-// RouteChange is one change to the desired routes: Ifname empty deletes.
-type RouteChange struct {
-	Dst    netip.Prefix
-	Ifname string
-}
-
-// ChangeRoutes applies changes to the desired routes in one transaction;
-// a change to an adopted route confirms it (its mark goes). They are
-// written in key order: bbolt inserts into an in-memory page that is split
-// only at commit, so keys in order are appended, and keys out of order
-// would be shifted in one by one (quadratic for a large batch).
-func (s *Store) ChangeRoutes(changes ...RouteChange) error {
+// ChangeRoutes applies changes to the desired routes in one transaction,
+// a removal where Ifname is empty; a change to an adopted route confirms
+// it (its mark goes). The sequence is read once, before the call returns.
+// The routes are written in key order: bbolt inserts into an in-memory
+// page that is split only at commit, so keys in order are appended, and
+// keys out of order would be shifted in one by one (quadratic for a large
+// batch).
+func (s *Store) ChangeRoutes(changes iter.Seq[route.Route]) error {
 	return s.changeRoutes(false, changes)
 }
 
 // AdoptRoutes records routes found in the kernel as desired and marks them
 // adopted, in one transaction.
-func (s *Store) AdoptRoutes(changes ...RouteChange) error {
+func (s *Store) AdoptRoutes(changes iter.Seq[route.Route]) error {
 	return s.changeRoutes(true, changes)
 }
 
-func (s *Store) changeRoutes(adopt bool, changes []RouteChange) error {
-	type kv struct{ k, v []byte }
-	sorted := make([]kv, len(changes))
-	for i, c := range changes {
-		sorted[i] = kv{[]byte(c.Dst.String()), []byte(c.Ifname)}
+func (s *Store) changeRoutes(adopt bool, changes iter.Seq[route.Route]) error {
+	// The keys, one after another in one buffer, each change's value, and
+	// their order: a large batch costs a few bytes a route here, not an
+	// allocation each, and the caller's changes are not held.
+	var keys []byte
+	var ends []int32
+	var vals []uint16 // index in values; a removal's is none
+	var values [][]byte
+	const none = ^uint16(0)
+	for c := range changes {
+		keys = c.Dst.AppendTo(keys)
+		ends = append(ends, int32(len(keys)))
+		v := none
+		if !c.IsRemoval() {
+			i := slices.IndexFunc(values, func(b []byte) bool { return string(b) == c.Ifname })
+			if i < 0 {
+				i = len(values)
+				values = append(values, []byte(c.Ifname)) // bbolt keeps values, not copies, until the commit
+			}
+			v = uint16(i)
+		}
+		vals = append(vals, v)
 	}
-	slices.SortStableFunc(sorted, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	key := func(i int32) []byte {
+		if i == 0 {
+			return keys[:ends[0]]
+		}
+		return keys[ends[i-1]:ends[i]]
+	}
+	order := make([]int32, len(ends))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(a, b int32) int { return bytes.Compare(key(a), key(b)) })
+	return s.write(func(tx *bolt.Tx) error {
 		routes := tx.Bucket(bucketRoutes)
 		adopted := tx.Bucket(bucketAdopted)
 		if adopt && adopted == nil {
@@ -495,19 +576,19 @@ func (s *Store) changeRoutes(adopt bool, changes []RouteChange) error {
 				return err
 			}
 		}
-		for _, c := range sorted {
+		for _, i := range order {
 			var err error
-			if len(c.v) == 0 {
-				err = routes.Delete(c.k)
+			if vals[i] == none {
+				err = routes.Delete(key(i))
 			} else {
-				err = routes.Put(c.k, c.v)
+				err = routes.Put(key(i), values[vals[i]])
 			}
 			switch {
 			case err != nil:
 			case adopt:
-				err = adopted.Put(c.k, nil)
+				err = adopted.Put(key(i), nil)
 			case adopted != nil:
-				err = adopted.Delete(c.k)
+				err = adopted.Delete(key(i))
 			}
 			if err != nil {
 				return err
@@ -515,8 +596,4 @@ func (s *Store) changeRoutes(adopt bool, changes []RouteChange) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("save state to %s: %w", s.path, err)
-	}
-	return nil
 }

@@ -3,17 +3,23 @@ package state
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -46,9 +52,9 @@ func fill(t *testing.T, s *Store, snap *Snapshot) {
 	if _, _, err := a.Release(ipam.Key{ContainerID: "c2", Ifname: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
-	err = s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"}, RouteChange{netip.MustParsePrefix("10.42.3.0/24"), "vxlan100"})
+	err = s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}, {Dst: netip.MustParsePrefix("10.42.3.0/24"), Ifname: "vxlan100"}}))
 	if err == nil {
-		err = s.ChangeRoutes(RouteChange{Dst: netip.MustParsePrefix("10.42.3.0/24")}, RouteChange{netip.MustParsePrefix("10.42.4.0/24"), "vxlan200"})
+		err = s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.3.0/24")}, {Dst: netip.MustParsePrefix("10.42.4.0/24"), Ifname: "vxlan200"}}))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +251,7 @@ func FuzzLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.ChangeRoutes(RouteChange{netip.MustParsePrefix("10.42.2.0/24"), "vxlan100"})
+	s.ChangeRoutes(slices.Values([]route.Route{{Dst: netip.MustParsePrefix("10.42.2.0/24"), Ifname: "vxlan100"}}))
 	s.SetSubnet(netip.MustParsePrefix("10.42.1.0/24"))
 	s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: "c1", Ifname: "eth0"}, IP: netip.MustParseAddr("10.42.1.10"), Network: "quilt"})
 	_ = snap
@@ -402,4 +408,82 @@ func TestRefusesBadSchema1(t *testing.T) {
 	if _, err := os.Stat(path + BackupSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a copy was made of a refused file: %v", err)
 	}
+}
+
+// TestGroupCommit: route and allocation changes that arrive while a
+// commit is in flight share the next one, and each is on disk when its
+// call returns.
+func TestGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := Open(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commits atomic.Int32
+	held := make(chan struct{})
+	s.beforeCommit = func() {
+		if commits.Add(1) == 1 { // hold the first until nine changes queue behind it
+			close(held)
+			for s.commits.Waiting() < 9 {
+				runtime.Gosched()
+			}
+		}
+	}
+	peer := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 42, byte(2 + i), 0}), 24)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 10)
+	wg.Go(func() { errs[0] = s.ChangeRoutes(slices.Values([]route.Route{{Dst: peer(0), Ifname: "vxlan100"}})) })
+	<-held
+	for i := 1; i < 10; i++ {
+		wg.Go(func() {
+			if i%2 == 0 {
+				errs[i] = s.ChangeRoutes(slices.Values([]route.Route{{Dst: peer(i), Ifname: "vxlan100"}}))
+			} else {
+				errs[i] = s.PutAllocation(ipam.Allocation{Key: ipam.Key{ContainerID: fmt.Sprint("c", i)}, IP: netip.AddrFrom4([4]byte{10, 42, 1, byte(10 + i)})})
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if got := commits.Load(); got != 2 {
+		t.Fatalf("10 changes took %d commits, want 2: the first, and the nine that queued behind it", got)
+	}
+	s.Close()
+	s, snap, err := Open(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(snap.Routes) != 5 || len(snap.Allocations) != 5 {
+		t.Fatalf("after reopening: %d routes, %d allocations; want 5 of each", len(snap.Routes), len(snap.Allocations))
+	}
+}
+
+// TestGroupCommitFailure: a change whose own write fails is refused alone;
+// the others of its commit are written.
+func TestGroupCommitFailure(t *testing.T) {
+	s, _, err := Open(t.TempDir(), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bad := errors.New("refused")
+	ok := &change{write: func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRoutes).Put([]byte("10.42.2.0/24"), []byte("vxlan100"))
+	}}
+	refused := &change{write: func(*bolt.Tx) error { return bad }}
+	s.commit([]*change{refused, ok})
+	if !errors.Is(refused.err, bad) || ok.err != nil {
+		t.Fatalf("refused: %v, ok: %v", refused.err, ok.err)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketRoutes).Get([]byte("10.42.2.0/24")); string(v) != "vxlan100" {
+			t.Errorf("the good change is not written: %q", v)
+		}
+		return nil
+	})
 }

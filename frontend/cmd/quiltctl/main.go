@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -143,8 +144,8 @@ Shell completion: source <(quiltctl completion bash)`,
 					}
 					return batch(cc, func(ctx context.Context, c quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error) {
 						st, err := c.ApplyRoutes(ctx)
-						for i := 0; err == nil && i < len(changes); i += frontend.MaxChangesPerMessage {
-							err = st.Send(&quiltpb.ApplyRoutesRequest{Changes: changes[i:min(len(changes), i+frontend.MaxChangesPerMessage)]})
+						for i := 0; err == nil && i < len(changes); i += api.MaxChangesPerMessage {
+							err = st.Send(&quiltpb.ApplyRoutesRequest{Changes: changes[i:min(len(changes), i+api.MaxChangesPerMessage)]})
 						}
 						if err != nil {
 							return nil, err
@@ -164,8 +165,8 @@ Shell completion: source <(quiltctl completion bash)`,
 					}
 					return batch(cc, func(ctx context.Context, c quiltpb.QuiltAdminClient) (*quiltpb.ApplyRoutesResponse, error) {
 						st, err := c.SyncRoutes(ctx)
-						for i := 0; err == nil && i < len(routes); i += frontend.MaxChangesPerMessage {
-							err = st.Send(&quiltpb.SyncRoutesRequest{Routes: routes[i:min(len(routes), i+frontend.MaxChangesPerMessage)]})
+						for i := 0; err == nil && i < len(routes); i += api.MaxChangesPerMessage {
+							err = st.Send(&quiltpb.SyncRoutesRequest{Routes: routes[i:min(len(routes), i+api.MaxChangesPerMessage)]})
 						}
 						if err != nil {
 							return nil, err

@@ -5,91 +5,31 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
-	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
-	"github.com/quiltmesh/quilt-runtime/frontend/state"
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
-	"github.com/quiltmesh/quilt-runtime/shared/wire"
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
 )
-
-// memHelper keeps routes in memory. Unit tests only: e2e/ runs quiltctl's
-// server side against the real helper and kernel.
-type memHelper struct {
-	mu     sync.Mutex
-	routes map[netip.Prefix]string
-}
-
-func (m *memHelper) Hello(context.Context) error { return nil }
-func (m *memHelper) Apply(_ context.Context, changes []frontend.Change) ([]wire.Result, []error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	res := make([]wire.Result, len(changes))
-	for i, c := range changes {
-		was, ok := m.routes[c.Dst]
-		switch {
-		case c.Ifname == "" && ok:
-			res[i] = wire.ResultDeleted
-		case c.Ifname == "":
-			res[i] = wire.ResultAbsent
-		case !ok:
-			res[i] = wire.ResultCreated
-		case was == c.Ifname:
-			res[i] = wire.ResultUnchanged
-		default:
-			res[i] = wire.ResultMoved
-		}
-		if delete(m.routes, c.Dst); c.Ifname != "" {
-			m.routes[c.Dst] = c.Ifname
-		}
-	}
-	return res, make([]error, len(changes))
-}
-func (m *memHelper) Watch(ctx context.Context, report func(bool, []netip.Prefix)) error {
-	report(true, nil)
-	<-ctx.Done()
-	return ctx.Err()
-}
-func (m *memHelper) List(context.Context) ([]frontend.Route, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []frontend.Route
-	for d, i := range m.routes {
-		out = append(out, frontend.Route{Dst: d, Ifname: i})
-	}
-	return out, nil
-}
 
 // server runs the real services over TCP on loopback and returns the address.
 func server(t *testing.T) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, snap, err := state.Open(t.TempDir(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	alloc, err := ipam.NewAllocator(ipam.DefaultOffsets, store, snap.Subnet, snap.Allocations, snap.LastIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &frontend.Service{Policy: policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100", "vxlan101"}},
-		Helper: &memHelper{routes: map[netip.Prefix]string{}}, IPAM: alloc, Routes: frontend.NewDesired(store, snap.Routes, snap.Adopted), Log: log}
-	svc.SetHelperHealth(nil)
+	pol := testkit.Policy
+	pol.Interfaces = []string{"vxlan100", "vxlan101"}
+	node := testnode.Open(t, api.NodeConfig{Policy: pol})
+	node.Helper.Hello(context.Background())
 	hs := health.NewServer()
 	hs.SetServingStatus("quilt.QuiltRuntime", healthpb.HealthCheckResponse_SERVING)
-	srv := frontend.NewGRPCServer(&frontend.Admin{Service: svc, Version: "v-test", StateDir: "/state"}, hs, nil)
+	srv := frontend.NewGRPCServer(node, api.Info{Version: "v-test", StateDir: "/state"}, hs, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -29,3 +29,20 @@ func FuzzValue(f *testing.F) {
 		}
 	})
 }
+
+func TestBound(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"10.42.2.0/24", 64, "10.42.2.0/24"},
+		{strings.Repeat("1", 70), 64, strings.Repeat("1", 64) + "..."},
+		{"abcé", 4, "abc..."},                      // é is two bytes: not cut in two
+		{strings.Repeat("\x80", 10), 4, "\x80..."}, // no character starts: at most UTFMax-1 bytes fewer
+	} {
+		if got := Bound(tc.in, tc.n); got != tc.want {
+			t.Errorf("Bound(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

@@ -1,16 +1,15 @@
-package frontend
+package api_test
 
 import (
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
-
-var testPolicy = policy.Policy{Cluster: netip.MustParsePrefix("10.42.0.0/16"), PrefixLen: 24, Interfaces: []string{"vxlan100"}}
 
 func TestParseDestinationRejects(t *testing.T) {
 	huge := strings.Repeat("1", 1<<20)
@@ -18,14 +17,14 @@ func TestParseDestinationRejects(t *testing.T) {
 		in   string
 		want error // nil: any error
 	}{
-		{"", ErrEmpty}, {" ", ErrSpace}, {" 10.42.2.0/24", ErrSpace}, {"10.42.2.0/24 ", ErrSpace},
-		{"10.42.2.0/24\n", ErrSpace}, {"\t10.42.2.0/24", ErrSpace}, {"10.42.2.0/24\x00", ErrSyntax},
-		{huge, ErrSyntax}, {"10.42.2.0", ErrSyntax}, {"10.42.2.0/", ErrSyntax}, {"/24", ErrSyntax},
-		{"10.42.2/24", ErrSyntax}, {"10.042.2.0/24", ErrSyntax}, {"10.42.02.0/24", ErrSyntax},
-		{"10.42.256.0/24", ErrSyntax}, {"10.42.2.0/024", ErrSyntax}, {"10.42.2.0/33", ErrSyntax},
-		{"0x0a.42.2.0/24", ErrSyntax}, {"012.42.2.0/24", ErrSyntax}, {"10.42.２.0/24", ErrSyntax},
-		{"١٠.42.2.0/24", ErrSyntax}, {"10.42.2.0/+24", ErrSyntax}, {"10.42.2.0%eth0/24", ErrSyntax},
-		{"10.42.2.0/24/24", ErrSyntax}, {"10,42,2,0/24", ErrSyntax},
+		{"", api.ErrEmpty}, {" ", api.ErrSpace}, {" 10.42.2.0/24", api.ErrSpace}, {"10.42.2.0/24 ", api.ErrSpace},
+		{"10.42.2.0/24\n", api.ErrSpace}, {"\t10.42.2.0/24", api.ErrSpace}, {"10.42.2.0/24\x00", api.ErrSyntax},
+		{huge, api.ErrSyntax}, {"10.42.2.0", api.ErrSyntax}, {"10.42.2.0/", api.ErrSyntax}, {"/24", api.ErrSyntax},
+		{"10.42.2/24", api.ErrSyntax}, {"10.042.2.0/24", api.ErrSyntax}, {"10.42.02.0/24", api.ErrSyntax},
+		{"10.42.256.0/24", api.ErrSyntax}, {"10.42.2.0/024", api.ErrSyntax}, {"10.42.2.0/33", api.ErrSyntax},
+		{"0x0a.42.2.0/24", api.ErrSyntax}, {"012.42.2.0/24", api.ErrSyntax}, {"10.42.２.0/24", api.ErrSyntax},
+		{"١٠.42.2.0/24", api.ErrSyntax}, {"10.42.2.0/+24", api.ErrSyntax}, {"10.42.2.0%eth0/24", api.ErrSyntax},
+		{"10.42.2.0/24/24", api.ErrSyntax}, {"10,42,2,0/24", api.ErrSyntax},
 		{"fd00::/24", wire.StatusNotIPv4}, {"::ffff:10.42.2.0/120", wire.StatusNotIPv4}, {"::/0", wire.StatusNotIPv4},
 		{"10.42.2.1/24", wire.StatusBadPrefix}, {"10.42.2.255/24", wire.StatusBadPrefix},
 		{"0.0.0.0/0", wire.StatusPrefixLen}, {"10.42.2.7/32", wire.StatusPrefixLen}, {"10.42.2.0/23", wire.StatusPrefixLen},
@@ -33,8 +32,8 @@ func TestParseDestinationRejects(t *testing.T) {
 		{"10.43.2.0/24", wire.StatusOutsideCluster}, {"10.41.255.0/24", wire.StatusOutsideCluster},
 		{"192.168.1.0/24", wire.StatusOutsideCluster}, {"255.255.255.0/24", wire.StatusOutsideCluster},
 	} {
-		_, err := ParseDestination(testPolicy, "destination", tc.in)
-		name := show(tc.in)
+		_, err := api.ParseDestination(testkit.Policy, "destination", tc.in)
+		name := quote.Value(tc.in)
 		switch {
 		case err == nil:
 			t.Errorf("%s: accepted", name)
@@ -44,12 +43,12 @@ func TestParseDestinationRejects(t *testing.T) {
 			t.Errorf("%s: the message must be one short line: %q", name, err)
 		case !strings.Contains(err.Error(), "destination"):
 			t.Errorf("%s: the message %q does not name the field", name, err)
-		case tc.in != "" && !strings.Contains(err.Error(), strings.Trim(show(tc.in)[:min(20, len(show(tc.in)))], `"`)[:min(8, len(tc.in))]):
+		case tc.in != "" && !strings.Contains(err.Error(), strings.Trim(quote.Value(tc.in)[:min(20, len(quote.Value(tc.in)))], `"`)[:min(8, len(tc.in))]):
 			t.Errorf("%s: the message %q does not name the value", name, err)
 		}
 	}
 	for _, ok := range []string{"10.42.0.0/24", "10.42.2.0/24", "10.42.255.0/24"} {
-		if p, err := ParseDestination(testPolicy, "destination", ok); err != nil || p.String() != ok {
+		if p, err := api.ParseDestination(testkit.Policy, "destination", ok); err != nil || p.String() != ok {
 			t.Errorf("%s: %v %v", ok, p, err)
 		}
 	}
@@ -58,15 +57,15 @@ func TestParseDestinationRejects(t *testing.T) {
 func TestParseInterface(t *testing.T) {
 	for _, bad := range []string{"", " ", "vxlan100 ", "vxlan1000", "VXLAN100", "eth0", "lo", "../vxlan100", "/dev/vxlan100",
 		"vxlan100;rm -rf /", "vxlan100$(id)", "vxlan100\n", "vxlan100\x00", "a234567890123456", strings.Repeat("v", 1<<20), "vxlan 100", "vxlän100"} {
-		_, err := ParseInterface(testPolicy, bad)
+		_, err := api.ParseInterface(testkit.Policy, bad)
 		if err == nil || strings.ContainsAny(err.Error(), "\n\x00") || len(err.Error()) > 300 || !strings.Contains(err.Error(), "via_interface") {
-			t.Errorf("%s: got %v", show(bad), err)
+			t.Errorf("%s: got %v", quote.Value(bad), err)
 		}
 	}
-	if _, err := ParseInterface(testPolicy, "vxlan1000"); !errors.Is(err, wire.StatusIfaceDenied) {
+	if _, err := api.ParseInterface(testkit.Policy, "vxlan1000"); !errors.Is(err, wire.StatusIfaceDenied) {
 		t.Errorf("vxlan1000: %v", err)
 	}
-	if got, err := ParseInterface(testPolicy, "vxlan100"); err != nil || got != "vxlan100" {
+	if got, err := api.ParseInterface(testkit.Policy, "vxlan100"); err != nil || got != "vxlan100" {
 		t.Fatal(got, err)
 	}
 }
@@ -77,7 +76,7 @@ func FuzzParseDestination(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParseDestination(testPolicy, "destination", s)
+		p, err := api.ParseDestination(testkit.Policy, "destination", s)
 		if err == nil && p.String() != s {
 			t.Fatalf("accepted %q as %v", s, p)
 		}
@@ -94,7 +93,7 @@ func FuzzParseInterface(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, err := ParseInterface(testPolicy, s)
+		got, err := api.ParseInterface(testkit.Policy, s)
 		if err == nil && (got != s || s != "vxlan100") {
 			t.Fatalf("accepted %q as %q", s, got)
 		}

@@ -1,11 +1,10 @@
-package frontend
+package api_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -13,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/api"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
-	"github.com/quiltmesh/quilt-runtime/shared/policy"
 )
 
 // logBuffer collects JSON log lines while goroutines write them.
@@ -49,13 +51,16 @@ func (b *logBuffer) take(t *testing.T) []string {
 	return out
 }
 
-// debugService is a service whose log, at DEBUG, goes to the buffer as JSON.
-func debugService(t *testing.T, fake *fakeHelper, log *logBuffer) *Service {
+// debugNode is a node routing via vxlan100 and vxlan101 whose log, at
+// DEBUG, goes to the buffer as JSON, from the first call on.
+func debugNode(t *testing.T, fake *testkit.Helper, log *logBuffer, routes ...route.Route) *api.Node {
 	t.Helper()
-	svc := newService(t, fake, io.Discard)
-	svc.Log = slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc.Policy = policy.Policy{Cluster: testPolicy.Cluster, PrefixLen: 24, Interfaces: []string{"vxlan100", "vxlan101"}}
-	return svc
+	pol := testkit.Policy
+	pol.Interfaces = []string{"vxlan100", "vxlan101"}
+	n := testnode.Open(t, api.NodeConfig{Policy: pol, Helper: fake, StateDir: testkit.StateDir(t, routes...),
+		Log: slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	log.take(t) // the start's
+	return n
 }
 
 // TestCallLogLevels: every call that changes something or fails is logged
@@ -63,10 +68,10 @@ func debugService(t *testing.T, fake *fakeHelper, log *logBuffer) *Service {
 // saying why it failed); a call that finds everything as asked only at
 // DEBUG; and the summary counts them all.
 func TestCallLogLevels(t *testing.T) {
-	fake := &fakeHelper{routes: map[netip.Prefix]string{pfx("10.42.4.0/24"): "vxlan100"}} // in the kernel, not desired
+	fake := testkit.New(via("10.42.4.0/24")) // in the kernel, not desired
 	log := &logBuffer{}
-	svc := debugService(t, fake, log)
-	conn := serveConn(t, &Admin{Service: svc})
+	n := debugNode(t, fake, log)
+	conn := testnode.Serve(t, n, api.Info{})
 	rt, ac := quiltpb.NewQuiltRuntimeClient(conn), quiltpb.NewQuiltAdminClient(conn)
 	ctx := context.Background()
 	configure := func(subnet string) {
@@ -104,7 +109,7 @@ func TestCallLogLevels(t *testing.T) {
 		{func() { remove("10.42.2.0/24") }, []string{"INFO RPC: RemoveRoute(destination=10.42.2.0/24)", "INFO Removed route: 10.42.2.0/24"}},
 		{func() { remove("10.42.2.0/24") }, []string{"DEBUG RPC: RemoveRoute(destination=10.42.2.0/24)", "DEBUG Route already absent: 10.42.2.0/24"}},
 		// Desired but gone from the kernel: the state file changed.
-		{func() { delete(fake.routes, pfx("10.42.4.0/24")); remove("10.42.4.0/24") }, []string{"INFO RPC: RemoveRoute(destination=10.42.4.0/24)", "INFO Route already absent: 10.42.4.0/24"}},
+		{func() { fake.Remove(pfx("10.42.4.0/24")); remove("10.42.4.0/24") }, []string{"INFO RPC: RemoveRoute(destination=10.42.4.0/24)", "INFO Route already absent: 10.42.4.0/24"}},
 		{func() { apply(&quiltpb.RouteChange{Destination: "10.42.5.0/24", ViaInterface: "vxlan100"}) }, []string{"INFO ApplyRoutes: 1 changes"}},
 		{func() { apply(&quiltpb.RouteChange{Destination: "10.42.5.0/24", ViaInterface: "vxlan100"}) }, []string{"DEBUG ApplyRoutes: 1 changes"}},
 		{func() { apply(&quiltpb.RouteChange{Destination: "10.42.5.1/24", ViaInterface: "vxlan100"}) }, []string{"WARN ApplyRoutes refused"}},
@@ -114,12 +119,12 @@ func TestCallLogLevels(t *testing.T) {
 			t.Errorf("logged:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(step.want, "\n  "))
 		}
 	}
-	svc.summarize(time.Now())
+	api.Summarize(n, time.Now())
 	want := "route calls in the last "
 	if got := log.take(t); len(got) != 1 || !strings.HasPrefix(got[0], "INFO "+want) || !strings.HasSuffix(got[0], ": 14 (4 found everything as asked, 7 changed something, 3 failed)") {
 		t.Errorf("summary: %q, want one INFO line %q... counting 14 calls, 4 no-ops, 7 changes, 3 failures", got, want)
 	}
-	svc.summarize(time.Now())
+	api.Summarize(n, time.Now())
 	if got := log.take(t); len(got) != 0 {
 		t.Errorf("a summary of no calls: %q, want no line", got)
 	}
@@ -129,11 +134,11 @@ func TestCallLogLevels(t *testing.T) {
 // calls since the previous one.
 func TestSummaryLoop(t *testing.T) {
 	log := &logBuffer{}
-	svc := debugService(t, &fakeHelper{routes: map[netip.Prefix]string{}}, log)
-	rt := serve(t, svc)
+	n := debugNode(t, testkit.New(), log)
+	rt := runtimeClient(t, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { svc.SummaryLoop(ctx, 10*time.Millisecond); close(done) }()
+	go func() { n.SummaryLoop(ctx, 10*time.Millisecond); close(done) }()
 	defer func() { cancel(); <-done }()
 	for range 3 {
 		rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
@@ -166,14 +171,10 @@ func TestSummaryLoop(t *testing.T) {
 // resync's repairs are, INFO only when it changed something or found a
 // conflict, and counted for the summary only then.
 func TestWatchRepairLog(t *testing.T) {
-	fake := &fakeHelper{routes: map[netip.Prefix]string{pfx("10.42.3.0/24"): "vxlan100"}, conflict: map[netip.Prefix]bool{pfx("10.42.4.0/24"): true}}
+	fake := testkit.New(via("10.42.3.0/24"))
+	fake.Conflict(pfx("10.42.4.0/24"))
 	log := &logBuffer{}
-	svc := debugService(t, fake, log)
-	for _, dst := range []string{"10.42.2.0/24", "10.42.3.0/24", "10.42.4.0/24"} {
-		if _, err := svc.Routes.Set(pfx(dst), "vxlan100"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n := debugNode(t, fake, log, via("10.42.2.0/24"), via("10.42.3.0/24"), via("10.42.4.0/24"))
 	ctx := context.Background()
 	for _, step := range []struct {
 		changed []string
@@ -190,15 +191,15 @@ func TestWatchRepairLog(t *testing.T) {
 		for _, c := range step.changed {
 			changed = append(changed, pfx(c))
 		}
-		svc.RepairChanged(ctx, changed)
+		n.RepairChanged(ctx, changed)
 		if got := log.take(t); strings.Join(got, "\n") != strings.Join(step.want, "\n") {
 			t.Errorf("repair of %v logged:\n  %s\nwant:\n  %s", step.changed, strings.Join(got, "\n  "), strings.Join(step.want, "\n  "))
 		}
 	}
-	if fake.routes[pfx("10.42.2.0/24")] != "vxlan100" {
-		t.Errorf("10.42.2.0/24 not repaired: %v", fake.routes)
+	if routes := fake.Routes(); routes[pfx("10.42.2.0/24")] != "vxlan100" {
+		t.Errorf("10.42.2.0/24 not repaired: %v", routes)
 	}
-	svc.summarize(time.Now())
+	api.Summarize(n, time.Now())
 	if got := log.take(t); len(got) != 1 || !strings.HasSuffix(got[0], ": 2 (0 found everything as asked, 1 changed something, 1 failed)") {
 		t.Errorf("summary: %q, want 2 repairs counted: 1 change, 1 failure", got)
 	}

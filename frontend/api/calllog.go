@@ -1,16 +1,23 @@
-package frontend
+package api
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
 )
 
 // DefaultSummaryInterval is how often, at most, the frontend logs its
 // summary of the route calls it answered.
 const DefaultSummaryInterval = time.Minute
+
+// logBound is the most bytes of a client-supplied value a log line shows
+// (quote.Bound).
+const logBound = 64
 
 // effect is what a route call did, for its log line.
 type effect struct {
@@ -26,19 +33,32 @@ type effect struct {
 // re-injects, every few seconds for every peer) is logged at DEBUG only,
 // and counted for the periodic summary. It returns the reply's error
 // message.
-func (s *Service) logCall(ctx context.Context, rpc, request string, args []any, e effect, err error) string {
+func (n *Node) logCall(ctx context.Context, rpc, request string, args []any, e effect, err error) string {
 	level := slog.LevelDebug
 	if e.changed || err != nil {
 		level = slog.LevelInfo
 	}
-	s.Log.Log(ctx, level, request, append([]any{"rpc", rpc}, args...)...)
-	s.calls.count(e.changed, err != nil)
+	n.Log.Log(ctx, level, request, append([]any{"rpc", rpc}, args...)...)
+	n.calls.count(e.changed, err != nil)
 	if err != nil {
-		s.Log.Warn(rpc+" failed", "rpc", rpc, "err", err)
+		n.Log.Warn(rpc+" failed", "rpc", rpc, "err", err)
 		return err.Error()
 	}
-	s.Log.Log(ctx, level, e.msg, e.attrs...)
+	n.Log.Log(ctx, level, e.msg, e.attrs...)
 	return ""
+}
+
+// RepairChanged has the reconciler repair the routes the helper's watch
+// reported changed. Only a repair that changed something or found
+// something wrong counts for the summary, as a call that did so; one that
+// found its routes in line is no call of the agent's that found
+// everything as asked, so it is not counted at all.
+func (n *Node) RepairChanged(ctx context.Context, changed []netip.Prefix) reconcile.ResyncResult {
+	r := n.Routes.RepairChanged(ctx, changed)
+	if r.Repairs() > 0 || r.Failures() > 0 {
+		n.calls.count(r.Repairs() > 0, r.Failures() > 0)
+	}
+	return r
 }
 
 // callCounts are the route calls answered since the last summary.
@@ -78,8 +98,8 @@ func (c *callCounts) take(now time.Time) (since time.Time, calls, changed, faile
 // everything as asked, how many changed something, how many failed. So
 // the log shows the agent is alive while its no-op calls stay at DEBUG.
 // An interval without calls logs nothing.
-func (s *Service) SummaryLoop(ctx context.Context, interval time.Duration) {
-	s.calls.take(time.Now())
+func (n *Node) SummaryLoop(ctx context.Context, interval time.Duration) {
+	n.calls.take(time.Now())
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -87,19 +107,19 @@ func (s *Service) SummaryLoop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			s.summarize(now)
+			n.summarize(now)
 		}
 	}
 }
 
 // summarize logs the summary line, if there was any call.
-func (s *Service) summarize(now time.Time) {
-	since, calls, changed, failed := s.calls.take(now)
+func (n *Node) summarize(now time.Time) {
+	since, calls, changed, failed := n.calls.take(now)
 	if calls == 0 {
 		return
 	}
 	took := now.Sub(since).Round(time.Second)
 	unchanged := calls - changed - failed
-	s.Log.Info(fmt.Sprintf("route calls in the last %v: %d (%d found everything as asked, %d changed something, %d failed)", took, calls, unchanged, changed, failed),
+	n.Log.Info(fmt.Sprintf("route calls in the last %v: %d (%d found everything as asked, %d changed something, %d failed)", took, calls, unchanged, changed, failed),
 		"calls", calls, "unchanged", unchanged, "changed", changed, "failed", failed, "period", took)
 }

@@ -1,9 +1,10 @@
-package frontend
+package api
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
@@ -20,9 +21,6 @@ var (
 	ErrIfname    = errors.New("is not a valid interface name (1-15 bytes of A-Z a-z 0-9 . _ -)")
 )
 
-// show quotes a client-supplied value for a message: one line, bounded.
-func show(s string) string { return quote.Value(s) }
-
 // ParseDestination parses a node subnet as the agent sends it and checks it
 // against the policy. what names the field in the message.
 func ParseDestination(pol policy.Policy, what, s string) (netip.Prefix, error) {
@@ -30,14 +28,14 @@ func ParseDestination(pol policy.Policy, what, s string) (netip.Prefix, error) {
 	case s == "":
 		return netip.Prefix{}, fmt.Errorf("%s %w; want a /%d inside %v such as %v", what, ErrEmpty, pol.PrefixLen, pol.Cluster, example(pol))
 	case strings.TrimSpace(s) != s:
-		return netip.Prefix{}, fmt.Errorf("%s %s %w", what, show(s), ErrSpace)
+		return netip.Prefix{}, fmt.Errorf("%s %s %w", what, quote.Value(s), ErrSpace)
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s %s %w: decimal octets without leading zeros, then /length", what, show(s), ErrSyntax)
+		return netip.Prefix{}, fmt.Errorf("%s %s %w: decimal octets without leading zeros, then /length", what, quote.Value(s), ErrSyntax)
 	}
 	if !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("%s %s is IPv6; only IPv4 prefixes are routed: %w", what, show(s), wire.StatusNotIPv4)
+		return netip.Prefix{}, fmt.Errorf("%s %s is IPv6; only IPv4 prefixes are routed: %w", what, quote.Value(s), wire.StatusNotIPv4)
 	}
 	if err := pol.CheckPrefix(p); err != nil {
 		return netip.Prefix{}, fmt.Errorf("%s %w", what, err)
@@ -53,13 +51,15 @@ func example(pol policy.Policy) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4(a), pol.PrefixLen).Masked()
 }
 
-// ParseInterface checks an interface name's form, then the allow list.
+// ParseInterface checks an interface name's form, then the allow list. It
+// returns the allow list's own copy of the name, so that the many routes
+// via one interface share one string.
 func ParseInterface(pol policy.Policy, s string) (string, error) {
 	if s == "" || len(s) > 15 || strings.TrimLeft(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != "" {
-		return "", fmt.Errorf("via_interface %s %w", show(s), ErrIfname)
+		return "", fmt.Errorf("via_interface %s %w", quote.Value(s), ErrIfname)
 	}
 	if err := pol.CheckInterface(s); err != nil {
 		return "", fmt.Errorf("via_interface: %w", err)
 	}
-	return s, nil
+	return pol.Interfaces[slices.Index(pol.Interfaces, s)], nil
 }

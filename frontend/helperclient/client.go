@@ -1,11 +1,10 @@
-package frontend
+package helperclient
 
 import (
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -20,25 +20,16 @@ import (
 // not reachable, too slow, or speaking another protocol.
 var ErrUnavailable = errors.New("route helper unavailable")
 
-// Route is one route the helper reports as ours.
-type Route struct {
-	Dst    netip.Prefix
-	Ifname string
-}
-
-// Change is one route change for the helper: an add (route Dst via
-// Ifname) when Ifname is set, else a delete (our route to Dst).
-type Change struct {
-	Dst    netip.Prefix
-	Ifname string
-}
-
-// RouteHelper is what the service needs from the privileged helper.
+// RouteHelper is what the frontend needs from the privileged helper.
 type RouteHelper interface {
+	// Hello checks the helper answers and speaks our protocol version.
 	Hello(ctx context.Context) error
 	// Apply carries out changes and returns each one's result and error.
-	Apply(ctx context.Context, changes []Change) ([]wire.Result, []error)
-	List(ctx context.Context) ([]Route, error)
+	Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error)
+	// List calls each for every route the helper reports as ours, as its
+	// answer arrives; after an error, what each was given is incomplete.
+	// each must not call the helper.
+	List(ctx context.Context, each func(route.Route)) error
 	// Watch reports, until ctx ends or the watch breaks, what changes in
 	// the kernel other than by our own requests: the prefixes whose routes
 	// changed, or that every route must be compared (resync; the first
@@ -46,10 +37,10 @@ type RouteHelper interface {
 	Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error
 }
 
-// HelperClient speaks shared/wire to the helper over one Unix
-// SOCK_SEQPACKET connection, one call at a time. A broken connection is
-// re-dialled on the next call, no sooner than the backoff allows.
-type HelperClient struct {
+// Client speaks shared/wire to the helper over one Unix SOCK_SEQPACKET
+// connection, one call at a time. A broken connection is re-dialled on
+// the next call, no sooner than the backoff allows.
+type Client struct {
 	Path    string
 	Timeout time.Duration // deadline of each message's answer
 
@@ -62,7 +53,8 @@ type HelperClient struct {
 	buf     []byte
 }
 
-// Backoff between dials after a failure: doubling from min to max.
+// Backoff between dials after a failure, and between watches: doubling
+// from min to max.
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
@@ -74,42 +66,30 @@ const (
 const window = 4
 
 // Hello checks the helper answers and speaks our protocol version.
-func (h *HelperClient) Hello(ctx context.Context) error {
-	_, errs := h.do(ctx, []wire.Record{{Op: wire.OpHello}})
+func (h *Client) Hello(ctx context.Context) error {
+	_, errs := h.do(ctx, 1, func(int) wire.Record { return wire.Record{Op: wire.OpHello} })
 	return errs[0]
-}
-
-// Add asks the helper to route dst via ifname.
-func (h *HelperClient) Add(ctx context.Context, dst netip.Prefix, ifname string) (wire.Result, error) {
-	res, errs := h.Apply(ctx, []Change{{dst, ifname}})
-	return res[0], errs[0]
-}
-
-// Delete asks the helper to remove our route to dst.
-func (h *HelperClient) Delete(ctx context.Context, dst netip.Prefix) (wire.Result, error) {
-	res, errs := h.Apply(ctx, []Change{{Dst: dst}})
-	return res[0], errs[0]
 }
 
 // Apply sends the changes wire.MaxBatch to a message, up to window
 // messages ahead of their answers.
-func (h *HelperClient) Apply(ctx context.Context, changes []Change) ([]wire.Result, []error) {
-	reqs := make([]wire.Record, len(changes))
-	for i, c := range changes {
-		reqs[i] = wire.Record{Op: wire.OpDelete, Dst: c.Dst}
-		if c.Ifname != "" {
-			reqs[i] = wire.Record{Op: wire.OpAdd, Dst: c.Dst, Ifname: c.Ifname}
-		}
-	}
-	return h.do(ctx, reqs)
+func (h *Client) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
+	return h.do(ctx, len(changes), func(i int) wire.Record { return request(changes[i]) })
 }
 
-// List returns the routes the helper reports as ours.
-func (h *HelperClient) List(ctx context.Context) ([]Route, error) {
+// request is the helper's request for a change: an add, or a delete.
+func request(c route.Route) wire.Record {
+	if c.IsRemoval() {
+		return wire.Record{Op: wire.OpDelete, Dst: c.Dst}
+	}
+	return wire.Record{Op: wire.OpAdd, Dst: c.Dst, Ifname: c.Ifname}
+}
+
+// List reports the routes the helper holds as ours, as they arrive.
+func (h *Client) List(ctx context.Context, each func(route.Route)) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	req := wire.Record{Op: wire.OpList, Tag: h.nextTag()}
-	var routes []Route
 	err := h.connect(h.deadline(ctx))
 	if err == nil {
 		err = h.write(ctx, req.Append(nil))
@@ -121,19 +101,19 @@ func (h *HelperClient) List(ctx context.Context) ([]Route, error) {
 		}
 		for _, r := range recs {
 			if r.Result != wire.ResultRoute { // the end: done, or an error
-				return routes, StatusError(r)
+				return StatusError(r)
 			}
-			routes = append(routes, Route{r.Dst, r.Ifname})
+			each(route.Route{Dst: r.Dst, Ifname: r.Ifname})
 		}
 	}
 	h.drop(err)
-	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // Watch opens a connection of its own, asks the helper to watch, and
 // reports each message of events it sends, until ctx ends or the
 // connection fails.
-func (h *HelperClient) Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error {
+func (h *Client) Watch(ctx context.Context, report func(resync bool, changed []netip.Prefix)) error {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.Path, Net: "unixpacket"})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -174,30 +154,35 @@ func (h *HelperClient) Watch(ctx context.Context, report func(resync bool, chang
 	}
 }
 
-// do sends requests, MaxBatch to a message and up to window messages
-// ahead, and returns each one's result and error. A helper status becomes
-// an error wrapping the wire.Status (and the errno for kernel errors); any
-// transport trouble fails every request not yet answered with
-// ErrUnavailable and drops the connection.
-func (h *HelperClient) do(ctx context.Context, reqs []wire.Record) ([]wire.Result, []error) {
+// do sends n requests, req(i) the ith, MaxBatch to a message and up to
+// window messages ahead, and returns each one's result and error. Each
+// message is made as it is sent, so a large batch is never held whole. A
+// helper status becomes an error wrapping the wire.Status (and the errno
+// for kernel errors); any transport trouble fails every request not yet
+// answered with ErrUnavailable and drops the connection.
+func (h *Client) do(ctx context.Context, n int, req func(i int) wire.Record) ([]wire.Result, []error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	res, errs := make([]wire.Result, len(reqs)), make([]error, len(reqs))
-	chunk := func(i int) []wire.Record { return reqs[i*wire.MaxBatch : min(len(reqs), (i+1)*wire.MaxBatch)] }
-	n, sent, got := (len(reqs)+wire.MaxBatch-1)/wire.MaxBatch, 0, 0
+	res, errs := make([]wire.Result, n), make([]error, n)
+	var pending [window][]wire.Record // the requests of the messages awaiting their answers, by message number
+	var msg []byte
+	msgs, sent, got := (n+wire.MaxBatch-1)/wire.MaxBatch, 0, 0
 	err := h.connect(h.deadline(ctx))
-	for err == nil && got < n {
-		for ; err == nil && sent < n && sent < got+window; sent++ {
-			var msg []byte
-			for i := range chunk(sent) {
-				chunk(sent)[i].Tag = h.nextTag()
-				msg = chunk(sent)[i].Append(msg)
+	for err == nil && got < msgs {
+		for ; err == nil && sent < msgs && sent < got+window; sent++ {
+			reqs := pending[sent%window][:0]
+			msg = msg[:0]
+			for i := sent * wire.MaxBatch; i < min(n, (sent+1)*wire.MaxBatch); i++ {
+				r := req(i)
+				r.Tag = h.nextTag()
+				reqs, msg = append(reqs, r), r.Append(msg)
 			}
+			pending[sent%window] = reqs
 			err = h.write(ctx, msg)
 		}
 		var recs []wire.Record
 		if err == nil {
-			recs, err = h.read(ctx, chunk(got), false)
+			recs, err = h.read(ctx, pending[got%window], false)
 		}
 		if err != nil {
 			break
@@ -212,7 +197,7 @@ func (h *HelperClient) do(ctx context.Context, reqs []wire.Record) ([]wire.Resul
 			h.drop(err)
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		for i := got * wire.MaxBatch; i < len(reqs); i++ {
+		for i := got * wire.MaxBatch; i < n; i++ {
 			errs[i] = err
 		}
 	}
@@ -231,11 +216,11 @@ func StatusError(r wire.Record) error {
 	return r.Status
 }
 
-func (h *HelperClient) nextTag() uint32 { h.tag++; return h.tag }
+func (h *Client) nextTag() uint32 { h.tag++; return h.tag }
 
 // deadline is the time one message may take: the timeout, or the
 // context's deadline if sooner.
-func (h *HelperClient) deadline(ctx context.Context) time.Time {
+func (h *Client) deadline(ctx context.Context) time.Time {
 	d := time.Now().Add(h.Timeout)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
 		return cd
@@ -244,7 +229,7 @@ func (h *HelperClient) deadline(ctx context.Context) time.Time {
 }
 
 // Close drops the connection.
-func (h *HelperClient) Close() error {
+func (h *Client) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.drop(net.ErrClosed)
@@ -253,7 +238,7 @@ func (h *HelperClient) Close() error {
 
 // connect dials if there is no connection and the backoff allows, then
 // checks the protocol version with a hello.
-func (h *HelperClient) connect(deadline time.Time) error {
+func (h *Client) connect(deadline time.Time) error {
 	if h.conn != nil {
 		return nil
 	}
@@ -281,7 +266,7 @@ func (h *HelperClient) connect(deadline time.Time) error {
 }
 
 // drop closes the connection and sets the backoff for the next dial.
-func (h *HelperClient) drop(err error) {
+func (h *Client) drop(err error) {
 	if h.conn != nil {
 		h.conn.Close()
 		h.conn = nil
@@ -291,7 +276,7 @@ func (h *HelperClient) drop(err error) {
 }
 
 // write sends one message, within the timeout.
-func (h *HelperClient) write(ctx context.Context, msg []byte) error {
+func (h *Client) write(ctx context.Context, msg []byte) error {
 	h.conn.SetWriteDeadline(h.deadline(ctx))
 	_, err := h.conn.Write(msg)
 	return err
@@ -299,7 +284,7 @@ func (h *HelperClient) write(ctx context.Context, msg []byte) error {
 
 // read reads one message answering reqs: as many records, with their tags
 // and ops, or for a list (part) any number of records with its tag.
-func (h *HelperClient) read(ctx context.Context, reqs []wire.Record, part bool) ([]wire.Record, error) {
+func (h *Client) read(ctx context.Context, reqs []wire.Record, part bool) ([]wire.Record, error) {
 	if h.buf == nil {
 		h.buf = make([]byte, wire.MaxBatch*wire.Size+1)
 	}
@@ -335,28 +320,4 @@ func decodeReply(b []byte, reqs []wire.Record, part bool) ([]wire.Record, error)
 		recs[i] = r
 	}
 	return recs, nil
-}
-
-// watch asks the helper for a hello every interval until ctx ends, and
-// reports each change of its health (nil: up). It also keeps the
-// connection from idling out.
-func watch(ctx context.Context, h RouteHelper, socket string, interval time.Duration, log *slog.Logger, report func(error)) {
-	healthy := -1
-	for {
-		err := h.Hello(ctx)
-		if now := map[bool]int{true: 1, false: 0}[err == nil]; now != healthy {
-			healthy = now
-			if err != nil {
-				log.Warn("route helper unavailable", "socket", socket, "err", err)
-			} else {
-				log.Info("route helper connected", "socket", socket)
-			}
-			report(err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-	}
 }

@@ -1,39 +1,26 @@
-package frontend
+package api
 
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"maps"
-	"net/netip"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 	"github.com/quiltmesh/quilt-runtime/frontend/ipam"
+	"github.com/quiltmesh/quilt-runtime/frontend/reconcile"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
-
-// Admin answers the QuiltAdmin service: container addresses for the
-// runtime, and views of the node's state for operators. Failures are gRPC
-// status errors (no deployed client expects {success, error} here).
-type Admin struct {
-	quiltpb.UnimplementedQuiltAdminServer
-	*Service
-	Version        string
-	StateDir       string
-	ResyncInterval time.Duration
-}
 
 func (a *Admin) AllocateIP(ctx context.Context, req *quiltpb.AllocateIPRequest) (*quiltpb.AllocateIPResponse, error) {
 	k := ipam.Key{ContainerID: req.ContainerId, Ifname: req.InterfaceName}
 	ip, pool, existing, err := a.IPAM.Allocate(k, req.Network)
 	if err != nil {
-		a.Log.Warn("AllocateIP failed", "rpc", "AllocateIP", "container_id", clip(req.ContainerId), "interface", clip(req.InterfaceName),
-			"network", clip(req.Network), "err", err)
+		a.Log.Warn("AllocateIP failed", "rpc", "AllocateIP", "container_id", quote.Bound(req.ContainerId, logBound),
+			"interface", quote.Bound(req.InterfaceName, logBound), "network", quote.Bound(req.Network, logBound), "err", err)
 		return nil, ipamStatus(err)
 	}
 	a.Log.Info(fmt.Sprintf("Allocated IP %v to %s", ip, describe(k)), "rpc", "AllocateIP", "container_id", k.ContainerID, "interface", k.Ifname,
@@ -46,7 +33,8 @@ func (a *Admin) ReleaseIP(ctx context.Context, req *quiltpb.ReleaseIPRequest) (*
 	k := ipam.Key{ContainerID: req.ContainerId, Ifname: req.InterfaceName}
 	ip, released, err := a.IPAM.Release(k)
 	if err != nil {
-		a.Log.Warn("ReleaseIP failed", "rpc", "ReleaseIP", "container_id", clip(req.ContainerId), "interface", clip(req.InterfaceName), "err", err)
+		a.Log.Warn("ReleaseIP failed", "rpc", "ReleaseIP", "container_id", quote.Bound(req.ContainerId, logBound),
+			"interface", quote.Bound(req.InterfaceName, logBound), "err", err)
 		return nil, ipamStatus(err)
 	}
 	if released {
@@ -82,7 +70,7 @@ func (a *Admin) GarbageCollectIPs(ctx context.Context, req *quiltpb.GarbageColle
 	}
 	released, err := a.IPAM.Collect(req.Network, keep, time.Now().Add(-grace))
 	if err != nil {
-		a.Log.Warn("GarbageCollectIPs failed", "rpc", "GarbageCollectIPs", "network", clip(req.Network), "err", err)
+		a.Log.Warn("GarbageCollectIPs failed", "rpc", "GarbageCollectIPs", "network", quote.Bound(req.Network, logBound), "err", err)
 		return nil, ipamStatus(err)
 	}
 	resp := &quiltpb.GarbageCollectIPsResponse{}
@@ -105,20 +93,6 @@ func allocationPB(al ipam.Allocation) *quiltpb.Allocation {
 	return &quiltpb.Allocation{ContainerId: al.ContainerID, InterfaceName: al.Ifname, Ip: al.IP.String(), Network: al.Network}
 }
 
-// ipamStatus maps the allocator's errors to status codes.
-func ipamStatus(err error) error {
-	code := codes.Internal // the state file could not be written
-	switch {
-	case errors.Is(err, ipam.ErrContainerID), errors.Is(err, ipam.ErrIfname), errors.Is(err, ipam.ErrNetwork):
-		code = codes.InvalidArgument
-	case errors.Is(err, ipam.ErrNoSubnet):
-		code = codes.FailedPrecondition
-	case errors.Is(err, ipam.ErrExhausted):
-		code = codes.ResourceExhausted
-	}
-	return status.Error(code, err.Error())
-}
-
 func (a *Admin) ListAllocations(ctx context.Context, req *quiltpb.ListAllocationsRequest) (*quiltpb.ListAllocationsResponse, error) {
 	resp := &quiltpb.ListAllocationsResponse{}
 	if pool, ok := a.IPAM.Pool(); ok {
@@ -136,80 +110,68 @@ func (a *Admin) ListAllocations(ctx context.Context, req *quiltpb.ListAllocation
 // desired ones. Without the helper it still lists what is desired.
 func (a *Admin) ListRoutes(ctx context.Context, _ *quiltpb.ListRoutesRequest) (*quiltpb.ListRoutesResponse, error) {
 	resp := &quiltpb.ListRoutesResponse{HelperAvailable: true}
-	have := map[netip.Prefix]string{}
-	owned, err := a.Helper.List(ctx)
+	statuses, err := a.Routes.Statuses(ctx)
 	if err != nil {
 		resp.HelperAvailable, resp.HelperError = false, err.Error()
 	}
-	for _, rt := range owned {
-		have[rt.Dst] = rt.Ifname
-	}
-	want := a.Routes.All()
-	a.mu.Lock()
-	conflicts := maps.Clone(a.conflicts)
-	a.mu.Unlock()
-	dsts := slices.AppendSeq(slices.Collect(maps.Keys(want)), maps.Keys(have))
-	slices.SortFunc(dsts, comparePrefixes)
-	for _, dst := range slices.Compact(dsts) {
-		rs := &quiltpb.RouteStatus{Destination: dst.String(), DesiredInterface: want[dst], InstalledInterface: have[dst]}
-		_, desired := want[dst]
+	routes := newRepeated(resp, "routes")
+	var rs quiltpb.RouteStatus
+	for st := range statuses {
+		rs.Destination, rs.DesiredInterface, rs.InstalledInterface, rs.Detail = st.Dst.String(), st.Want, st.Have, ""
 		switch {
-		case !desired:
+		case st.Want == "":
 			rs.State = quiltpb.RouteState_ROUTE_STATE_STRAY
 		case !resp.HelperAvailable:
 			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_UNSPECIFIED, "route helper unavailable"
-		case have[dst] == want[dst]:
+		case st.Have == st.Want:
 			rs.State = quiltpb.RouteState_ROUTE_STATE_IN_SYNC
-			if a.Routes.IsAdopted(dst) {
+			if st.Adopted {
 				rs.Detail = "adopted from the kernel (the state file was new); not yet confirmed by the agent"
 			}
-		case conflicts[dst] != "":
-			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_CONFLICT, conflicts[dst]
-		case have[dst] == "":
+		case st.Conflict != "":
+			rs.State, rs.Detail = quiltpb.RouteState_ROUTE_STATE_CONFLICT, st.Conflict
+		case st.Have == "":
 			rs.State = quiltpb.RouteState_ROUTE_STATE_MISSING
 		default:
 			rs.State = quiltpb.RouteState_ROUTE_STATE_MISROUTED
 		}
-		resp.Routes = append(resp.Routes, rs)
+		routes.add(&rs)
 	}
+	routes.into(resp)
 	return resp, nil
 }
 
 func (a *Admin) GetStatus(ctx context.Context, _ *quiltpb.GetStatusRequest) (*quiltpb.GetStatusResponse, error) {
 	resp := &quiltpb.GetStatusResponse{Version: a.Version, StateDir: a.StateDir, ResyncIntervalSeconds: a.ResyncInterval.Seconds(),
-		Allocations: int32(a.IPAM.Count()), DesiredRoutes: int32(a.Routes.Len())}
+		Allocations: int32(a.IPAM.Count()), DesiredRoutes: int32(a.Routes.DesiredLen())}
 	if pool, ok := a.IPAM.Pool(); ok {
 		resp.Subnet, resp.Gateway, resp.Capacity = pool.Subnet.String(), pool.Gateway.String(), int32(pool.Capacity())
 	}
-	up, herr := a.HelperHealth()
+	up, herr := a.Helper.Health()
 	resp.HelperAvailable = up
 	if herr != nil {
 		resp.HelperError = herr.Error()
 	}
 	// What the helper holds now: a route injected since the last resync
 	// must not read as missing.
-	if owned, err := a.Helper.List(ctx); err != nil {
+	if n, inSync, err := a.Routes.Installed(ctx); err != nil {
 		resp.RoutesNowError = err.Error()
 	} else {
-		resp.InstalledRoutesNow = int32(len(owned))
-		for _, rt := range owned {
-			if via, ok := a.Routes.Get(rt.Dst); ok && via == rt.Ifname {
-				resp.InSyncRoutesNow++
-			}
-		}
+		resp.InstalledRoutesNow, resp.InSyncRoutesNow = int32(n), int32(inSync)
 	}
-	r := a.LastResync()
+	r := a.Routes.LastResync()
 	resp.InstalledRoutes = int32(r.Installed)
 	resp.LastResync = resyncStatus(r)
 	resp.AdoptedRoutes = int32(a.Routes.AdoptedLen())
-	resp.AdoptGraceSeconds = a.adoptGrace().Seconds()
-	resp.RemovalLimit = int32(a.removalLimit().Of(int(cmp.Or(resp.InstalledRoutesNow, resp.InstalledRoutes))))
-	resp.ResyncMaxRemovals = a.removalLimit().String()
+	resp.AdoptGraceSeconds = a.Routes.AdoptGrace().Seconds()
+	limit := a.Routes.RemovalLimit()
+	resp.RemovalLimit = int32(limit.Of(int(cmp.Or(resp.InstalledRoutesNow, resp.InstalledRoutes))))
+	resp.ResyncMaxRemovals = limit.String()
 	return resp, nil
 }
 
 // resyncStatus is what the admin service shows of a resync.
-func resyncStatus(r ResyncResult) *quiltpb.ResyncStatus {
+func resyncStatus(r reconcile.ResyncResult) *quiltpb.ResyncStatus {
 	st := &quiltpb.ResyncStatus{DurationSeconds: r.Duration.Seconds(), Ok: r.OK(), Added: int32(r.Added), Moved: int32(r.Moved),
 		Removed: int32(r.Removed), Conflicts: int32(r.Conflicts), Failed: int32(r.Failed), Adopted: int32(r.Adopted),
 		Forgotten: int32(r.Forgotten), Held: int32(r.Held)}
@@ -226,46 +188,42 @@ func resyncStatus(r ResyncResult) *quiltpb.ResyncStatus {
 // AllowRemovals it removes routes nobody asked to remove past the removal
 // limit: an operator's explicit ask.
 func (a *Admin) Resync(ctx context.Context, req *quiltpb.ResyncRequest) (*quiltpb.ResyncResponse, error) {
-	var p resyncPlan
+	var p *reconcile.Plan
 	resp := &quiltpb.ResyncResponse{}
 	if req.DryRun {
-		owned, err := a.Helper.List(ctx)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "list our routes: %v", err)
+		var err error
+		if p, err = a.Routes.Plan(ctx, req.AllowRemovals); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
 		}
-		p = a.planResync(owned, req.AllowRemovals)
 	} else {
-		var r ResyncResult
-		r, p = a.resyncWith(ctx, req.AllowRemovals)
+		var r reconcile.ResyncResult
+		r, p = a.Routes.ResyncWith(ctx, req.AllowRemovals)
 		resp.Result = resyncStatus(r)
 	}
-	want := a.Routes.All()
-	for _, c := range p.adopt {
-		want[c.Dst] = c.Ifname
+	if p == nil { // the helper did not list: nothing was planned
+		return resp, nil
+	}
+	for _, c := range p.Adopt {
 		resp.Adopt = append(resp.Adopt, &quiltpb.RouteStatus{Destination: c.Dst.String(), DesiredInterface: c.Ifname, InstalledInterface: c.Ifname})
 	}
-	for _, dst := range p.forget {
-		delete(want, dst)
+	for _, dst := range p.Forget {
 		resp.Forget = append(resp.Forget, dst.String())
 	}
-	for _, dst := range p.differ {
-		rs := &quiltpb.RouteStatus{Destination: dst.String(), DesiredInterface: want[dst], InstalledInterface: p.have[dst]}
+	for c := range p.Changes() {
+		rs := &quiltpb.RouteStatus{Destination: c.Dst.String(), DesiredInterface: c.Want, InstalledInterface: c.Have}
 		switch {
-		case rs.DesiredInterface == "":
+		case c.Held:
+			rs.Detail = "held back: more removals than the limit"
 			resp.Remove = append(resp.Remove, rs)
-		case rs.InstalledInterface == "":
+		case c.Want == "":
+			resp.Remove = append(resp.Remove, rs)
+		case c.Have == "":
 			resp.Add = append(resp.Add, rs)
 		default:
 			resp.Move = append(resp.Move, rs)
 		}
 	}
-	if p.held {
-		for _, dst := range p.removals {
-			resp.Remove = append(resp.Remove, &quiltpb.RouteStatus{Destination: dst.String(), InstalledInterface: p.have[dst],
-				Detail: "held back: more removals than the limit"})
-		}
-	}
-	resp.RemovalLimit = int32(p.limit)
-	resp.RemovalsHeld = p.held
+	resp.RemovalLimit = int32(p.Limit)
+	resp.RemovalsHeld = p.Held
 	return resp, nil
 }

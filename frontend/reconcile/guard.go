@@ -1,11 +1,12 @@
-package frontend
+package reconcile
 
 import (
-	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/quiltmesh/quilt-runtime/frontend/internal/quote"
 )
 
 // DefaultAdoptGrace is how long the agent may call without confirming a
@@ -34,22 +35,9 @@ func ParseRemovalLimit(s string) (RemovalLimit, error) {
 	digits, percent := strings.CutSuffix(s, "%")
 	n, err := strconv.Atoi(digits)
 	if err != nil || n < 0 || percent && n > 100 {
-		return RemovalLimit{}, fmt.Errorf("--resync-max-removals %s: want a number of routes, such as 25, or a percentage of those installed, such as 10%%", show(s))
+		return RemovalLimit{}, fmt.Errorf("--resync-max-removals %s: want a number of routes, such as 25, or a percentage of those installed, such as 10%%", quote.Value(s))
 	}
 	return RemovalLimit{N: n, Percent: percent}, nil
-}
-
-// adoptGrace is the service's grace for adopted routes, or the default.
-func (s *Service) adoptGrace() time.Duration {
-	return cmp.Or(s.AdoptGrace, DefaultAdoptGrace)
-}
-
-// removalLimit is the service's limit, or the default.
-func (s *Service) removalLimit() RemovalLimit {
-	if s.RemovalLimit == nil {
-		return DefaultRemovalLimit
-	}
-	return *s.RemovalLimit
 }
 
 // Of returns the limit for a node with installed routes of ours.
