@@ -85,7 +85,8 @@ func receive[M any](a *Admin, stream grpc.ClientStreamingServer[M, quiltpb.Apply
 			}
 			b.n++
 		}
-		if parts = append(parts, slices.Clip(part)); b.n > MaxChangesPerStream {
+		parts = append(parts, slices.Clip(part))
+		if b.n > MaxChangesPerStream {
 			return batch{}, status.Errorf(codes.ResourceExhausted, "more than %d changes in one stream; split it", MaxChangesPerStream)
 		}
 	}
