@@ -20,8 +20,7 @@ import (
 // stop stops the frontend as systemd would, and waits for it.
 func (n *node) stop(t *testing.T) {
 	t.Helper()
-	n.frontend.cmd.Process.Signal(syscall.SIGTERM)
-	n.frontend.wait(t, 10*time.Second)
+	stop(t, n.frontend, syscall.SIGTERM)
 }
 
 // resyncs waits for count resyncs that start after now, and returns the last.

@@ -9,20 +9,22 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
 // startHostile starts a hostile child of the given kind under the
 // frontend's uid, an allowed peer of the helper.
-func startHostile(t *testing.T, kind, sock string) *proc {
+func startHostile(t *testing.T, kind, sock string) *testutil.Proc {
 	t.Helper()
 	cmd := exec.Command("setpriv", append(unprivileged(frontendUID)[1:], filepath.Join(binDir, "e2e.test"))...)
 	cmd.Env = append(os.Environ(), "QUILT_E2E_CHILD=hostile:"+kind+":"+sock)
-	return startCmd(t, cmd)
+	return testutil.StartTest(t, cmd)
 }
 
 // TestHelperUnderAttack: while the real frontend keeps injecting and
@@ -41,12 +43,12 @@ func TestHelperUnderAttack(t *testing.T) {
 	if r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"}); err != nil || !r.Success {
 		t.Fatal(r, err)
 	}
-	hpid := n.helper.cmd.Process.Pid
+	hpid := n.helper.Pid()
 	baseFD := fds(t, hpid)
 	before := routes(t, n.ns)
 
 	// The attack.
-	var attackers []*proc
+	var attackers []*testutil.Proc
 	// Allowed peers hold 10 of the helper's 16 connection slots (8 idle, 1
 	// not reading, 1 sending garbage), the frontend one; slots past 16 would
 	// wait in the backlog for up to the 30 s idle timeout (SECURITY.md).
@@ -89,7 +91,7 @@ func TestHelperUnderAttack(t *testing.T) {
 	}
 	wg.Wait()
 	garbage := attackers[2]
-	if err := garbage.wait(t, 60*time.Second); err != nil {
+	if err := garbage.ExitStatus(t, 60*time.Second); err != nil {
 		t.Fatalf("garbage client: %v\n%s", err, garbage.Output())
 	}
 	slices.Sort(lat)
@@ -101,7 +103,7 @@ func TestHelperUnderAttack(t *testing.T) {
 	if refusedOK.Load() != 1000 {
 		t.Errorf("%d of 1000 disallowed connections got an answer or could not connect", 1000-refusedOK.Load())
 	}
-	if n.helper.exited() {
+	if n.helper.Exited() {
 		t.Fatalf("the helper died:\n%s", n.helper.Output())
 	}
 	if got := strings.Count(n.helper.Output(), "refused connection: uid not allowed"); got < 1000 {
@@ -112,8 +114,7 @@ func TestHelperUnderAttack(t *testing.T) {
 	}
 	// The attackers leave; the helper lets go of their connections.
 	for _, p := range attackers {
-		p.cmd.Process.Kill()
-		<-p.done
+		stop(t, p, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for fds(t, hpid) > baseFD && time.Now().Before(deadline) {

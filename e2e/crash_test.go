@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -19,8 +20,7 @@ import (
 // same socket, given to the frontend's group as systemd would.
 func (n *node) restartHelper(t *testing.T) {
 	t.Helper()
-	n.helper.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.helper.done
+	stop(t, n.helper, syscall.SIGKILL)
 	n.helper = start(t, n.ns, onlyNetAdmin(nobody), filepath.Join(binDir, "quilt-route-helper"),
 		append([]string{"--socket", n.sock, "--allow-uid", fmt.Sprint(frontendUID)}, n.policy...)...)
 	h := n.helper
@@ -41,10 +41,10 @@ func TestCrashStorm(t *testing.T) {
 	metrics := freePort(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
-	var procs []*proc // every process, to read for panics
+	var procs []*testutil.Proc // every process, to read for panics
 	procs = append(procs, n.helper, n.frontend)
 	time.Sleep(1200 * time.Millisecond) // connected, first resync done
-	helperFD := fds(t, n.helper.cmd.Process.Pid)
+	helperFD := fds(t, n.helper.Pid())
 
 	allocs := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	routesL := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
@@ -58,7 +58,7 @@ func TestCrashStorm(t *testing.T) {
 		}
 		if round == 15 { // the last frontend, before any client: its baseline
 			time.Sleep(1200 * time.Millisecond)
-			baseG, baseFD = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, n.frontend.cmd.Process.Pid)
+			baseG, baseFD = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, n.frontend.Pid())
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -104,11 +104,11 @@ func TestCrashStorm(t *testing.T) {
 	}
 	// The storm is over and its clients gone: the last frontend (5 helper
 	// restarts under load) and the last helper hold what they held at rest.
-	pid := n.frontend.cmd.Process.Pid
+	pid := n.frontend.Pid()
 	var g float64
 	var fd, hfd int
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		g, fd, hfd = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid), fds(t, n.helper.cmd.Process.Pid)
+		g, fd, hfd = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid), fds(t, n.helper.Pid())
 		if g <= baseG && fd <= baseFD && hfd <= helperFD || time.Now().After(deadline) {
 			break
 		}
@@ -147,7 +147,7 @@ func TestCrashStorm(t *testing.T) {
 
 	for _, p := range procs {
 		if out := p.Output(); strings.Contains(out, "panic:") || strings.Contains(out, "fatal error:") {
-			t.Errorf("%v panicked:\n%s", p.cmd.Args, out)
+			t.Errorf("%v panicked:\n%s", p.Cmd.Args, out)
 		}
 	}
 	t.Logf("%d helper and 5 frontend SIGKILLs under %d clients; %d allocation and %d route operations sent; %d allocations and %d routes checked; kernel = desired (%d routes) within %v of the check",

@@ -85,7 +85,7 @@ func TestFlood(t *testing.T) {
 	metrics := freePort(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
-	pid := n.frontend.cmd.Process.Pid
+	pid := n.frontend.Pid()
 	// Settle: let the first resync and the helper connection happen.
 	time.Sleep(1500 * time.Millisecond)
 	baseG, baseFD := metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid)

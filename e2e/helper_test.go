@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -308,7 +309,7 @@ func TestHelperCapabilities(t *testing.T) {
 	h, sock := startHelper(t, ns, 0)
 	c := dialHelper(t, sock)
 	want(t, call(t, c, wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
-	checkProcStatus(t, h.cmd.Process.Pid, nobody)
+	checkProcStatus(t, h.Pid(), nobody)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 
 	// Any more than that fails closed, naming the field of /proc/self/status
@@ -333,7 +334,7 @@ func TestHelperCapabilities(t *testing.T) {
 	} {
 		sock := filepath.Join(socketDir(t, nobody), "refused.sock")
 		p := start(t, ns, tc.setpriv, bin, "--socket", sock, "--allow-uid", "0")
-		err := p.wait(t, 10e9)
+		err := p.ExitStatus(t, 10e9)
 		if err == nil || !strings.Contains(p.Output(), "refusing to run with more privileges than CAP_NET_ADMIN") || !strings.Contains(p.Output(), tc.field) {
 			t.Errorf("%s: exit %v, output %q; want it refused, naming %s", tc.name, err, p.Output(), tc.field)
 		}
@@ -397,7 +398,7 @@ func TestHelperSocketActivation(t *testing.T) {
 		filepath.Join(binDir, "quilt-route-helper"), "--socket", "/nonexistent/ignored.sock", "--allow-uid", "0")
 	cmd := exec.Command("ip", args...)
 	cmd.ExtraFiles = []*os.File{f}
-	startCmd(t, cmd)
+	testutil.StartTest(t, cmd)
 	c := dialHelper(t, sock)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	if got := routes(t, ns, "proto", "81"); got != "10.42.2.0/24 dev vxlan100 scope link \n" {
@@ -414,8 +415,8 @@ func TestHelperSocketActivation(t *testing.T) {
 	defer sf.Close()
 	cmd = exec.Command("ip", args...)
 	cmd.ExtraFiles = []*os.File{sf}
-	p := startCmd(t, cmd)
-	if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "SOCK_SEQPACKET") {
+	p := testutil.StartTest(t, cmd)
+	if err := p.ExitStatus(t, 10e9); err == nil || !strings.Contains(p.Output(), "SOCK_SEQPACKET") {
 		t.Fatalf("stream socket: exit %v, output %q", err, p.Output())
 	}
 }

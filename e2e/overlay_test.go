@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/e2e/overlay"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // TestOverlayThreeNodes is the product's end-to-end proof: three nodes on a
@@ -87,7 +88,7 @@ func TestOverlayDemoInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testutil.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

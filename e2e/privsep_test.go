@@ -155,7 +155,7 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 				waitFor(t, p, func() bool { return strings.Contains(p.Output(), "Starting gRPC server on "+addr) })
 				return
 			}
-			err := p.wait(t, 10*time.Second)
+			err := p.ExitStatus(t, 10*time.Second)
 			out := p.Output()
 			if err == nil {
 				t.Fatalf("started; want a refusal naming %q:\n%s", tc.want, out)

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -30,7 +31,7 @@ const resync = time.Second
 // state dir.
 type node struct {
 	ns, sock, stateDir, addr string
-	helper, frontend         *proc
+	helper, frontend         *testutil.Proc
 	policy                   []string // --allowed-interface flags for both processes, if any
 }
 
@@ -72,7 +73,7 @@ func newNodeAllowing(t *testing.T, allowed []string, vxlans ...string) *node {
 }
 
 // startFrontend starts the frontend and waits until it serves.
-func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
+func (n *node) startFrontend(t *testing.T, extra ...string) *testutil.Proc {
 	t.Helper()
 	args := append([]string{"--grpc-addr", n.addr, "--helper-socket", n.sock, "--state-dir", n.stateDir,
 		"--resync-interval", resync.String()}, n.policy...)
@@ -86,8 +87,7 @@ func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
 // kill9 kills the frontend with SIGKILL and waits for it.
 func (n *node) kill9(t *testing.T) {
 	t.Helper()
-	n.frontend.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.frontend.done
+	stop(t, n.frontend, syscall.SIGKILL)
 }
 
 // clients returns the agent's and the admin's clients on one connection.
@@ -288,7 +288,7 @@ func TestStartRefusesBadState(t *testing.T) {
 		}
 		p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
 			"--helper-socket", n.sock, "--state-dir", n.stateDir)
-		err := p.wait(t, 10*time.Second)
+		err := p.ExitStatus(t, 10*time.Second)
 		out := p.Output()
 		if err == nil || !strings.Contains(out, tc.says) || !strings.Contains(out, path) || strings.Contains(out, "Starting gRPC server") {
 			t.Errorf("%s: exit %v, output:\n%s", tc.name, err, out)
@@ -505,7 +505,7 @@ func TestStartMigratesSchema1(t *testing.T) {
 	bad := writeSchema1(t, path, "c1", "10.42.1.10", "c2", "10.42.7.11")
 	p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
 		"--helper-socket", n.sock, "--state-dir", n.stateDir)
-	if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "10.42.7.11") {
+	if err := p.ExitStatus(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "10.42.7.11") {
 		t.Fatalf("a schema-1 file with an address outside its subnet: exit %v\n%s", err, p.Output())
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(bad) {

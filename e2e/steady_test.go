@@ -5,16 +5,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
 // logMark is a position in a process's output.
 type logMark struct {
-	p   *proc
+	p   *testutil.Proc
 	off int
 }
 
-func mark(p *proc) logMark { return logMark{p, len(p.Output())} }
+func mark(p *testutil.Proc) logMark { return logMark{p, len(p.Output())} }
 
 // since returns the output written after m.
 func (m logMark) since() string { return m.p.Output()[m.off:] }

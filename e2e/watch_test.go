@@ -137,7 +137,7 @@ func TestHelperWatch(t *testing.T) {
 	// and tells the watcher to resync, and answers requests as the kernel
 	// has it.
 	w = watch(t, sock)
-	h.cmd.Process.Signal(syscall.SIGSTOP)
+	h.Cmd.Process.Signal(syscall.SIGSTOP)
 	script.Reset()
 	for i := range 40000 {
 		fmt.Fprintf(&script, "route add 10.42.%d.0/24 dev eth1 proto static metric %d\n", 100+i%100, 1000+i/100)
@@ -145,7 +145,7 @@ func TestHelperWatch(t *testing.T) {
 	fmt.Fprintf(&script, "route add 10.42.7.0/24 dev eth1 proto static\n")
 	fmt.Fprintf(&script, "route add 10.42.8.0/24 dev vxlan100 proto 81\n")
 	ipBatch(t, ns, script.String())
-	h.cmd.Process.Signal(syscall.SIGCONT)
+	h.Cmd.Process.Signal(syscall.SIGCONT)
 	for resync := false; !resync; {
 		_, resync = changed(events(t, w))
 	}
@@ -171,7 +171,7 @@ func TestHelperWatch(t *testing.T) {
 	if !slices.Equal(listed, kernel) {
 		t.Fatalf("after lost notifications the helper lists\n%v\nthe kernel holds\n%v", listed, kernel)
 	}
-	if !strings.Contains(h.Output(), "route helper serving") || h.exited() {
+	if !strings.Contains(h.Output(), "route helper serving") || h.Exited() {
 		t.Fatalf("the helper stopped:\n%s", h.Output())
 	}
 }

@@ -107,6 +107,18 @@ func (p *Proc) Wait(d time.Duration) error {
 	}
 }
 
+// ExitStatus waits up to d for the process to end and returns its exit
+// status as Cmd.Wait reported it (nil for exit status 0). If it still
+// runs after d, the test t fails and stops.
+func (p *Proc) ExitStatus(t testing.TB, d time.Duration) error {
+	t.Helper()
+	err := p.Wait(d)
+	if errors.Is(err, ErrRunning) {
+		t.Fatalf("%v; it wrote:\n%s", err, p.Output())
+	}
+	return err
+}
+
 // Stop sends sig, unless the process has ended, and waits up to d for it
 // to end: nil once it has, whatever its exit status, or an error wrapping
 // ErrRunning.
