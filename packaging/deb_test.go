@@ -2,6 +2,7 @@ package packaging_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 var (
@@ -108,28 +111,13 @@ mount -t tmpfs -o mode=1777 tmpfs "$d/merged/tmp"
 echo ready
 exec chroot "$d/merged" sleep 3600`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	p := testutil.StartTest(t, cmd)
+	c := &chroot{pid: p.Pid(), root: fmt.Sprintf("/proc/%d/root", p.Pid())}
+	ready := func() bool { link, _ := os.Readlink(c.root); return strings.HasSuffix(link, "/merged") }
+	if err := testutil.Until(context.Background(), 10*time.Second, p, ready); err != nil {
+		t.Fatalf("overlay root: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	c := &chroot{pid: cmd.Process.Pid, root: fmt.Sprintf("/proc/%d/root", cmd.Process.Pid)}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-done:
-			t.Fatalf("overlay root: %s", out.String())
-		default:
-		}
-		if link, _ := os.Readlink(c.root); strings.HasSuffix(link, "/merged") {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("overlay root not ready: %s", out.String())
-		}
-	}
+	return c
 }
 
 // exec runs a command inside the chroot (its mount namespace and root),
