@@ -36,13 +36,15 @@ func CheckGoroutines(t testing.TB) {
 
 // checkGoroutines is CheckGoroutines with a wait of d.
 func checkGoroutines(t testing.TB, d time.Duration) {
+	t.Helper()
 	before := Goroutines()
 	t.Cleanup(func() {
+		t.Helper()
 		if t.Failed() {
 			return
 		}
 		if leaked := before.Leaked(d); len(leaked) > 0 {
-			t.Errorf("%d goroutines leaked, still running %v after the test:\n\n%s", len(leaked), d, strings.Join(leaked, "\n\n"))
+			t.Errorf("leak: goroutines the test started still run %v after it: %d\n\n%s", d, len(leaked), strings.Join(leaked, "\n\n"))
 		}
 	})
 }
