@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/e2e/overlay"
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
@@ -28,9 +29,11 @@ import (
 // stop when a node leaves, keep reaching each other while a node's helper
 // and frontend are killed and restarted, and reach each other again after
 // the routes are flushed, with no agent call. Run it alone, narrated:
-// `sudo go test -v -run OverlayThreeNodes ./e2e`.
+// `sudo go test -v -run OverlayThreeNodes ./e2e`. The scenario runs in
+// this process: it must end every goroutine it started.
 func TestOverlayThreeNodes(t *testing.T) {
 	requireRoot(t)
+	testutil.CheckGoroutines(t)
 	// Ctrl-C or SIGTERM stops the scenario; Run removes what it made first.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -180,22 +183,16 @@ func assertGone(t *testing.T, prefix string) {
 }
 
 // removeNamespaces deletes the namespaces whose names start with prefix,
-// first killing what runs in them (processes this test started).
+// with what runs in them (processes this test started).
 func removeNamespaces(t *testing.T, prefix string) {
 	t.Helper()
-	entries, _ := os.ReadDir("/run/netns")
+	entries, _ := os.ReadDir(netns.Dir)
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
-		out, _ := exec.Command("ip", "netns", "pids", e.Name()).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				unix.Kill(pid, unix.SIGKILL)
-			}
-		}
-		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
-			t.Errorf("remove namespace %s: %v: %s", e.Name(), err, out)
+		if _, err := netns.Remove(e.Name()); err != nil {
+			t.Errorf("remove namespace %s: %v", e.Name(), err)
 		}
 	}
 }

@@ -193,12 +193,12 @@ func (s *scenario) startProcesses(ctx context.Context, st *Step) error {
 			{n.helperProc, n.helperUID, "0000000000001000"}, // 1<<12: CAP_NET_ADMIN alone
 			{n.frontProc, n.frontendUID, "0000000000000000"},
 		} {
-			uid, capEff, capPrm, err := procCreds(p.proc.pid())
+			uid, capEff, capPrm, err := procCreds(p.proc.Pid())
 			if err != nil {
 				return err
 			}
 			st.check(fmt.Sprintf("%s runs as uid %d with CapEff=CapPrm=%s", p.proc.name, p.uid, p.capEff),
-				uid == p.uid && capEff == p.capEff && capPrm == p.capEff, "pid %d: uid %d, CapEff %s, CapPrm %s", p.proc.pid(), uid, capEff, capPrm)
+				uid == p.uid && capEff == p.capEff && capPrm == p.capEff, "pid %d: uid %d, CapEff %s, CapPrm %s", p.proc.Pid(), uid, capEff, capPrm)
 		}
 		status, err := s.status(ctx, n)
 		if err != nil {
@@ -526,10 +526,10 @@ func (s *scenario) restart(ctx context.Context, st *Step) error {
 
 	killed := time.Now()
 	for _, p := range []*proc{n2.frontProc, n2.helperProc} {
-		if _, err := p.signal(syscall.SIGKILL); err != nil {
+		if _, err := p.kill(); err != nil {
 			return err
 		}
-		st.check(p.name+" was killed by SIGKILL", p.killedBy(syscall.SIGKILL), "pid %d: %v", p.pid(), p.err)
+		st.check(p.name+" was killed by SIGKILL", p.KilledBy(syscall.SIGKILL), "pid %d: %v", p.Pid(), p.Err())
 	}
 	during, err := s.c.ourRoutes(ctx, n2)
 	if err != nil {
@@ -631,10 +631,10 @@ func (s *scenario) heal(ctx context.Context, st *Step) error {
 		return errors.New("node2 has no routes of ours to flush")
 	}
 	rpcs := s.a.rpcCount()
-	rpcLines := strings.Count(n2.frontProc.output(), "RPC: ")
-	created := strings.Count(n2.helperProc.output(), "result=created")
+	rpcLines := strings.Count(n2.frontProc.Output(), "RPC: ")
+	created := strings.Count(n2.helperProc.Output(), "result=created")
 	const readdedLine = "resync: re-added missing route"
-	resynced := strings.Count(n2.frontProc.output(), readdedLine)
+	resynced := strings.Count(n2.frontProc.Output(), readdedLine)
 
 	const healProbeTimeout = 100 * time.Millisecond
 	ab := startProber(ctx, n1.containers[0], n2.containers[0], probeInterval, healProbeTimeout)
@@ -690,10 +690,10 @@ func (s *scenario) heal(ctx context.Context, st *Step) error {
 		!routesBack.IsZero(), "after %s", since(flushed, routesBack, limit))
 	st.check("TCP works again both ways between node1 and node2 within the same bound", !healed.IsZero(),
 		"after %s", since(flushed, healed, limit))
-	st.check("the heal took no agent call", s.a.rpcCount() == rpcs && strings.Count(n2.frontProc.output(), "RPC: ") == rpcLines,
-		"agent calls %d -> %d; RPCs in node2's frontend log %d -> %d", rpcs, s.a.rpcCount(), rpcLines, strings.Count(n2.frontProc.output(), "RPC: "))
-	readded := strings.Count(n2.helperProc.output(), "result=created") - created
-	resyncAdds := strings.Count(n2.frontProc.output(), readdedLine) - resynced
+	st.check("the heal took no agent call", s.a.rpcCount() == rpcs && strings.Count(n2.frontProc.Output(), "RPC: ") == rpcLines,
+		"agent calls %d -> %d; RPCs in node2's frontend log %d -> %d", rpcs, s.a.rpcCount(), rpcLines, strings.Count(n2.frontProc.Output(), "RPC: "))
+	readded := strings.Count(n2.helperProc.Output(), "result=created") - created
+	resyncAdds := strings.Count(n2.frontProc.Output(), readdedLine) - resynced
 	st.check("node2's frontend re-added the flushed routes through its helper (both logs say so)",
 		readded >= len(lines(want)) && resyncAdds >= len(lines(want)),
 		"%d %q lines in the frontend's log and %d route adds with result=created in the helper's audit log since the flush; %d routes flushed",
