@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,16 +79,6 @@ func requireRoot(t *testing.T) {
 	testutil.RequireRoot(t, "network namespaces, setpriv")
 }
 
-// run runs a command and fails the test if it fails.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // newNetns makes a named network namespace with lo up and the given vxlan
 // interfaces, and removes it when the test ends.
 func newNetns(t *testing.T, vxlans ...string) string {
@@ -97,8 +86,8 @@ func newNetns(t *testing.T, vxlans ...string) string {
 	requireRoot(t)
 	ns := testutil.Netns(t, "quilt-e2e")
 	for i, name := range vxlans {
-		run(t, "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", fmt.Sprint(100+i), "dstport", "4789")
-		run(t, "ip", "-n", ns, "link", "set", name, "up")
+		testutil.Run(t, "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", fmt.Sprint(100+i), "dstport", "4789")
+		testutil.Run(t, "ip", "-n", ns, "link", "set", name, "up")
 	}
 	return ns
 }
@@ -107,15 +96,15 @@ func newNetns(t *testing.T, vxlans ...string) string {
 // an interface for routes that are not quilt's.
 func addVeth(t *testing.T, ns, name string) {
 	t.Helper()
-	run(t, "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", name+"p")
-	run(t, "ip", "-n", ns, "link", "set", name, "up")
-	run(t, "ip", "-n", ns, "link", "set", name+"p", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", name+"p")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", name, "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", name+"p", "up")
 }
 
 // routes returns the namespace's IPv4 main-table routes, one per line.
 func routes(t *testing.T, ns string, filter ...string) string {
 	t.Helper()
-	return run(t, "ip", append([]string{"-n", ns, "-4", "route", "show", "table", "main"}, filter...)...)
+	return testutil.Run(t, "ip", append([]string{"-n", ns, "-4", "route", "show", "table", "main"}, filter...)...)
 }
 
 // socketDir makes a directory for sockets that uid can write, removed at

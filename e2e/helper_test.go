@@ -61,8 +61,8 @@ func TestHelperOwnership(t *testing.T) {
 	}
 
 	// Foreign routes: one exactly like ours but static, one with a metric.
-	run(t, "ip", "-n", ns, "route", "add", "10.42.5.0/24", "dev", "vxlan100", "proto", "static")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.6.0/24", "dev", "vxlan100", "metric", "50")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.5.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.6.0/24", "dev", "vxlan100", "metric", "50")
 	before := routes(t, ns)
 	want(t, call(t, c, add("10.42.5.0/24", "vxlan100")), wire.StatusConflict, wire.ResultNone)
 	want(t, call(t, c, add("10.42.5.0/24", "vxlan200")), wire.StatusConflict, wire.ResultNone)
@@ -77,8 +77,8 @@ func TestHelperOwnership(t *testing.T) {
 	// might keep for the whole cluster) leaves /24s free for ours; one for
 	// exactly a prefix is a route that is not ours there (conflict); and
 	// our route beneath the covering one is found and removed.
-	run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
-	run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	want(t, call(t, c, add("10.42.8.0/24", "vxlan100")), wire.StatusConflict, wire.ResultNone)
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultUnchanged)
@@ -87,8 +87,8 @@ func TestHelperOwnership(t *testing.T) {
 	if got := routes(t, ns, "type", "unreachable") + routes(t, ns, "type", "blackhole"); got != "unreachable 10.42.0.0/16 \nblackhole 10.42.8.0/24 \n" {
 		t.Fatalf("the routes that cannot route changed: %q", got)
 	}
-	run(t, "ip", "-n", ns, "route", "del", "unreachable", "10.42.0.0/16")
-	run(t, "ip", "-n", ns, "route", "del", "blackhole", "10.42.8.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "unreachable", "10.42.0.0/16")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "blackhole", "10.42.8.0/24")
 
 	// List: ours only.
 	want(t, call(t, c, add("10.42.3.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
@@ -160,7 +160,7 @@ func auditLines(out, peer string) []string {
 // table stays exactly as it was.
 func TestHelperPolicy(t *testing.T) {
 	ns := newNetns(t, "vxlan100", "vxlan200")
-	run(t, "ip", "-n", ns, "link", "add", "vxlan300", "type", "vxlan", "id", "300", "dstport", "4789")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "vxlan300", "type", "vxlan", "id", "300", "dstport", "4789")
 	_, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan999")
 	c := dialHelper(t, sock)
 	before := routes(t, ns)
@@ -428,7 +428,7 @@ func TestHelperBatch(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 	_, sock := startHelper(t, ns, os.Getuid(), "--cluster-cidr", "10.40.0.0/14")
 	c := dialHelper(t, sock)
-	run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
 	at := func(b, c byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, c, 0}), 24) }
 	for i := range 6 { // ours before the batch, for its deletes
 		want(t, call(t, c, wire.Record{Op: wire.OpAdd, Tag: 1, Dst: at(41, byte(i)), Ifname: "vxlan100"}), wire.StatusOK, wire.ResultCreated)

@@ -170,7 +170,7 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 	}
 
 	n.kill9(t)
-	run(t, "ip", "-n", n.ns, "route", "flush", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "flush", "proto", "81")
 	waitRoutes(t, n.ns, "", 0)
 	restarted := time.Now()
 	n.startFrontend(t)
@@ -218,18 +218,18 @@ func TestDriftRepair(t *testing.T) {
 	want := "10.42.2.0/24 dev vxlan100 scope link \n10.42.3.0/24 dev vxlan100 scope link \n"
 	waitRoutes(t, n.ns, want, 0)
 
-	run(t, "ip", "-n", n.ns, "route", "del", "10.42.2.0/24")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "del", "10.42.2.0/24")
 	took := waitRoutes(t, n.ns, want, resync+2*time.Second)
 	t.Logf("deleted route back after %v (interval %v)", took, resync)
 
-	run(t, "ip", "-n", n.ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
 	took = waitRoutes(t, n.ns, want, resync+2*time.Second)
 	t.Logf("stray route removed after %v", took)
 
 	// Replace ours for 10.42.3.0/24 by a static route, in one request (a
 	// delete and then an add would race the repair of the delete): a
 	// conflict.
-	run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
 	foreign := routes(t, n.ns, "proto", "static")
 	deadline := time.Now().Add(resync + 3*time.Second)
 	var st *quiltpb.GetStatusResponse

@@ -108,7 +108,7 @@ func TestSteadyStateLogs(t *testing.T) {
 	// A route deleted by hand: the watch re-adds it, and says so as a
 	// resync would.
 	fm, hm = mark(fe), mark(n.helper)
-	run(t, "ip", "-n", n.ns, "route", "del", "10.42.77.0/24", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "del", "10.42.77.0/24", "proto", "81")
 	waitFor(t, fe, func() bool {
 		return strings.Contains(fm.since(), "resync: re-added missing route 10.42.77.0/24 dev vxlan100")
 	})

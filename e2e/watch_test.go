@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -80,14 +81,14 @@ func TestHelperWatch(t *testing.T) {
 	// Our own changes are no news; a deletion by hand is, alone.
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan101")), wire.StatusOK, wire.ResultMoved)
-	run(t, "ip", "-n", ns, "route", "del", "10.42.2.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "10.42.2.0/24")
 	if got, resync := changed(events(t, w)); !slices.Equal(got, []string{"10.42.2.0/24"}) || resync {
 		t.Fatalf("after a deletion by hand: %v (resync %v); want only 10.42.2.0/24", got, resync)
 	}
 	// A foreign route appearing at a node subnet; routes elsewhere are no news.
-	run(t, "ip", "-n", ns, "route", "add", "10.43.3.0/24", "dev", "eth1")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/25", "dev", "eth1")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/24", "dev", "eth1", "proto", "static", "metric", "5")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.43.3.0/24", "dev", "eth1")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/25", "dev", "eth1")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/24", "dev", "eth1", "proto", "static", "metric", "5")
 	if got, _ := changed(events(t, w)); !slices.Equal(got, []string{"10.42.3.0/24"}) {
 		t.Fatalf("after a foreign route appeared: %v; want only 10.42.3.0/24", got)
 	}
@@ -96,12 +97,12 @@ func TestHelperWatch(t *testing.T) {
 	for _, dst := range []string{"10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24"} {
 		want(t, call(t, c, add(dst, "vxlan101")), wire.StatusOK, wire.ResultCreated)
 	}
-	run(t, "ip", "-n", ns, "link", "set", "vxlan101", "down")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan101", "down")
 	if got, _ := changed(events(t, w)); !slices.Equal(got, []string{"10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24"}) {
 		t.Fatalf("after vxlan101 went down: %v", got)
 	}
 	want(t, call(t, c, add("10.42.4.0/24", "vxlan101")), wire.StatusNoIface, wire.ResultNone)
-	run(t, "ip", "-n", ns, "link", "set", "vxlan101", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan101", "up")
 	if _, resync := changed(events(t, w)); !resync {
 		t.Fatal("vxlan101 came up, and the watcher was not told to resync")
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
@@ -91,17 +90,6 @@ func requireTool(t *testing.T, names ...string) {
 			}[name])
 		}
 	}
-}
-
-// run runs a command and fails the test if it fails; it returns stdout
-// and stderr together.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // runSplit runs a command and returns its stdout and stderr apart.

@@ -312,7 +312,7 @@ func TestDebInstall(t *testing.T) {
 	// iproute2 names our route protocol: in a throwaway network namespace,
 	// a route of protocol 81 shows as "proto quilt".
 	ns := newNetns(t)
-	run(t, "ip", "-n", ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
 	if out, err := c.exec(ns, "ip", "-4", "route", "show", "proto", "quilt"); err != nil || !strings.Contains(out, "10.42.9.0/24 dev vxlan100") {
 		t.Errorf("ip route show proto quilt: %v %q", err, out)
 	}
@@ -378,7 +378,7 @@ func TestManPages(t *testing.T) {
 	requireTool(t, "man", "dpkg-deb")
 	deb := buildDeb(t)
 	root := t.TempDir()
-	run(t, "dpkg-deb", "-x", deb, root)
+	testutil.Run(t, "dpkg-deb", "-x", deb, root)
 	for page, want := range map[string][]string{
 		"usr/share/man/man8/quilt-runtime.8.gz": {"--grpc-addr", "--grpc-socket-group", "--metrics-addr", "--helper-socket"},
 		"usr/share/man/man8/quilt-route-helper.8.gz": {"--socket", "--allow-uid", "--cluster-cidr", "--node-prefix-len", "--allowed-interface",

@@ -177,8 +177,8 @@ func listenLikeSocketUnit(t *testing.T, s *unitFile, path string) *os.File {
 func newNetns(t *testing.T) string {
 	t.Helper()
 	ns := testutil.Netns(t, "quilt-pkg")
-	run(t, "ip", "-n", ns, "link", "add", "vxlan100", "type", "vxlan", "id", "100", "dstport", "4789")
-	run(t, "ip", "-n", ns, "link", "set", "vxlan100", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "vxlan100", "type", "vxlan", "id", "100", "dstport", "4789")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan100", "up")
 	return ns
 }
 
@@ -310,7 +310,9 @@ func TestUnitsRun(t *testing.T) {
 
 	// The agent's sequence.
 	client := quiltpb.NewQuiltRuntimeClient(conn)
-	ours := func() string { return run(t, "ip", "-n", ns, "-4", "route", "show", "table", "main", "proto", "81") }
+	ours := func() string {
+		return testutil.Run(t, "ip", "-n", ns, "-4", "route", "show", "table", "main", "proto", "81")
+	}
 	r1, err := client.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"})
 	if err != nil || !r1.Success {
 		t.Fatalf("ConfigureNodeSubnet: %v, %v", r1, err)

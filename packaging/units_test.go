@@ -15,6 +15,7 @@ import (
 
 	"github.com/quiltmesh/quilt-runtime/frontend"
 	"github.com/quiltmesh/quilt-runtime/frontend/cniipam"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure a service
@@ -381,7 +382,7 @@ func TestCopyrightCoversModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"), filepath.Join(binDir, "quilt-ipam"))
+	out := testutil.Run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"), filepath.Join(binDir, "quilt-ipam"))
 	seen := 0
 	for _, line := range strings.Split(out, "\n") {
 		w := strings.Fields(line)

@@ -3,8 +3,6 @@ package testutil
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -34,16 +32,12 @@ var netnsCount atomic.Int32
 func Netns(t testing.TB, prefix string) string {
 	t.Helper()
 	name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), netnsCount.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
+	Run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if _, err := netns.Remove(name); err != nil {
 			t.Error(err)
 		}
 	})
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
+	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return name
 }
