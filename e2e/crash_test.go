@@ -43,22 +43,19 @@ func TestCrashStorm(t *testing.T) {
 	n.configure(t, "10.42.1.0/24")
 	var procs []*testutil.Proc // every process, to read for panics
 	procs = append(procs, n.helper, n.frontend)
-	time.Sleep(1200 * time.Millisecond) // connected, first resync done
-	helperFD := fds(t, n.helper.Pid())
+	scrape := newScraper(t, n.ns, metrics)
 
 	allocs := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	routesL := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	const clients, rounds = 16, 20
-	var baseG float64
-	var baseFD int
+	var base rest
 	for round := range rounds {
 		if round%3 == 0 && round > 0 && round <= 15 { // 5 frontend kills; the last frontend serves rounds 15-19
 			n.kill9(t)
 			procs = append(procs, n.startFrontend(t, "--metrics-addr", metrics))
 		}
 		if round == 15 { // the last frontend, before any client: its baseline
-			time.Sleep(1200 * time.Millisecond)
-			baseG, baseFD = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, n.frontend.Pid())
+			base = n.atRest(t, scrape)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -95,28 +92,20 @@ func TestCrashStorm(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond)
+		// The helper dies at a random point of the storm, after 1 to 100
+		// acknowledged changes; the storm goes on against the new helper
+		// until it has acknowledged 10 route changes (the clients' answers
+		// from the old one, at most one each, aside).
+		waitAcks(t, "the storm", func() int { return allocs.acked() + routesL.acked() }, allocs.acked()+routesL.acked()+1+rand.IntN(100))
 		n.restartHelper(t)
 		procs = append(procs, n.helper)
-		time.Sleep(300 * time.Millisecond) // the storm goes on against the new helper
+		waitAcks(t, "the new helper", routesL.acked, routesL.acked()+clients+10)
 		cancel()
 		wg.Wait()
 	}
 	// The storm is over and its clients gone: the last frontend (5 helper
 	// restarts under load) and the last helper hold what they held at rest.
-	pid := n.frontend.Pid()
-	var g float64
-	var fd, hfd int
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		g, fd, hfd = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid), fds(t, n.helper.Pid())
-		if g <= baseG && fd <= baseFD && hfd <= helperFD || time.Now().After(deadline) {
-			break
-		}
-	}
-	t.Logf("last frontend: goroutines %v -> %v, fds %d -> %d; helper fds %d -> %d", baseG, g, baseFD, fd, helperFD, hfd)
-	if g > baseG || fd > baseFD || hfd > helperFD {
-		t.Errorf("leak after the storm: frontend goroutines %v (baseline %v), fds %d (%d); helper fds %d (%d)", g, baseG, fd, baseFD, hfd, helperFD)
-	}
+	n.checkNoLeak(t, scrape, base)
 
 	_, adm, conn := n.clients(t)
 	ctx := ctxT(t)

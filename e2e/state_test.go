@@ -253,9 +253,15 @@ func TestDriftRepair(t *testing.T) {
 	if err != nil || len(lr.Routes) != 2 || lr.Routes[1].State != quiltpb.RouteState_ROUTE_STATE_CONFLICT || !strings.Contains(lr.Routes[1].Detail, "not quilt's") {
 		t.Fatalf("routes with a conflict: %v %v", lr, err)
 	}
-	time.Sleep(resync + 200*time.Millisecond) // another resync: still untouched
-	if got := routes(t, n.ns, "proto", "static"); got != foreign {
-		t.Fatalf("the foreign route was touched: %q, was %q", got, foreign)
+	// Two more resyncs, started after the conflict was seen: both report
+	// it again, and neither touches the foreign route.
+	for range 2 {
+		if r := nextResync(t, adm, time.Now()); r.Conflicts != 1 || r.Ok {
+			t.Errorf("a later resync: %v; want the conflict reported again", r)
+		}
+		if got := routes(t, n.ns, "proto", "static"); got != foreign {
+			t.Fatalf("the foreign route was touched: %q, was %q", got, foreign)
+		}
 	}
 	if !strings.Contains(n.frontend.Output(), "resync: desired route is held by a route that is not quilt's") {
 		t.Errorf("conflict not logged")
@@ -327,6 +333,7 @@ type ledger struct {
 	state    map[string]string // key -> acknowledged value ("" = absent)
 	unsure   map[string]bool
 	attempts int
+	acks     int
 }
 
 func (l *ledger) send(key string) {
@@ -340,6 +347,23 @@ func (l *ledger) ack(key, value string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.state[key], l.unsure[key] = value, false
+	l.acks++
+}
+
+// acked is how many operations the server has acknowledged so far.
+func (l *ledger) acked() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acks
+}
+
+// waitAcks waits until count reaches want, failing the test if it has
+// not after 30s: the server stopped acknowledging.
+func waitAcks(t *testing.T, what string, count func() int, want int) {
+	t.Helper()
+	if err := testutil.Until(context.Background(), 30*time.Second, nil, func() bool { return count() >= want }); err != nil {
+		t.Fatalf("%s: %d acknowledgements, want %d: %v", what, count(), want, err)
+	}
 }
 
 // check compares every surely known key with have and returns the number
@@ -418,7 +442,10 @@ func TestKillStorm(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
+		// The frontend dies at a random point of the storm: after 1 to
+		// 100 acknowledged changes.
+		acked := func() int { return allocs.acked() + routesL.acked() }
+		waitAcks(t, "the storm", acked, acked()+1+rand.IntN(100))
 		n.kill9(t)
 		cancel()
 		wg.Wait()
