@@ -503,10 +503,10 @@ func (s *scenario) leave(ctx context.Context, st *Step) error {
 const explainRestart = `
 A probe from node 1's container to node 2's opens a new TCP connection every
 10ms. Node 2's frontend and helper are killed with SIGKILL (no chance to
-clean up), left dead for half a second, then started again with the same
-socket and state directory. The routes live in the kernel, not in the
-processes, so traffic must not notice; the restarted frontend must find its
-state on disk and the kernel already in sync.`
+clean up), left dead until 50 more probes have got through, then started
+again with the same socket and state directory. The routes live in the
+kernel, not in the processes, so traffic must not notice; the restarted
+frontend must find its state on disk and the kernel already in sync.`
 
 // probeInterval is how often the continuous probes connect.
 const probeInterval = 10 * time.Millisecond
@@ -536,10 +536,9 @@ func (s *scenario) restart(ctx context.Context, st *Step) error {
 		return err
 	}
 	st.check("node2's routes stay in the kernel while neither process runs", during == before, "%q, before %q", lines(during), lines(before))
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(500 * time.Millisecond):
+	// Both stay dead until traffic has been seen to flow without them.
+	if err := waitUntil(ctx, 10*time.Second, nil, func() bool { return pr.successesAfter(killed) >= 50 }); err != nil {
+		return fmt.Errorf("probe %s -> %s with node2's helper and frontend dead: %w", pr.from.id, pr.to.id, err)
 	}
 	deadEnd := time.Now()
 
@@ -571,10 +570,9 @@ func (s *scenario) restart(ctx context.Context, st *Step) error {
 	st.check("node2's restarted frontend found the kernel in sync on its first resync",
 		lr.Ok && lr.Added == 0 && lr.Removed == 0 && lr.Moved == 0 && lr.Failed == 0,
 		"resync at %s: ok=%v added=%d moved=%d removed=%d failed=%d %s", lr.Time, lr.Ok, lr.Added, lr.Moved, lr.Removed, lr.Failed, lr.Error)
-	select { // a few more probes after the resync
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(200 * time.Millisecond):
+	resynced := time.Now()
+	if err := waitUntil(ctx, 10*time.Second, nil, func() bool { return pr.successesAfter(resynced) >= 5 }); err != nil {
+		return fmt.Errorf("probe %s -> %s after the restarted frontend's resync: %w", pr.from.id, pr.to.id, err)
 	}
 	run := pr.stop()
 	st.Probes = append(st.Probes, run)
