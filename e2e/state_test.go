@@ -121,16 +121,11 @@ func ours(t *testing.T, ns string) string { return routes(t, ns, "proto", "81") 
 func waitRoutes(t *testing.T, ns, want string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		got := ours(t, ns)
-		if got == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("after %v our routes are:\n%s\nwant:\n%s", limit, got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var got string
+	if err := testutil.Until(context.Background(), limit, nil, func() bool { got = ours(t, ns); return got == want }); err != nil {
+		t.Fatalf("after %v our routes are:\n%s\nwant:\n%s", limit, got, want)
 	}
+	return time.Since(start)
 }
 
 // TestStatePersistsAcrossRestart: configure, allocate and inject; kill -9
@@ -231,20 +226,10 @@ func TestDriftRepair(t *testing.T) {
 	// conflict.
 	testutil.Run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
 	foreign := routes(t, n.ns, "proto", "static")
-	deadline := time.Now().Add(resync + 3*time.Second)
 	var st *quiltpb.GetStatusResponse
-	for {
-		var err error
-		if st, err = adm.GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil {
-			t.Fatal(err)
-		}
-		if st.LastResync.Conflicts == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("conflict not reported: %v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
+	reported := func() bool { st = getStatus(t, adm); return st.LastResync.Conflicts == 1 }
+	if err := testutil.Until(ctx, resync+3*time.Second, nil, reported); err != nil {
+		t.Fatalf("conflict not reported: %v: %v", err, st)
 	}
 	if st.LastResync.Ok || st.DesiredRoutes != 2 || st.InstalledRoutes != 1 {
 		t.Errorf("status with a conflict: %v", st)

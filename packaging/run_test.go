@@ -84,16 +84,9 @@ func leftovers(t *testing.T, pid int, ns, dir string) []string {
 // awaitClean waits until the run left nothing, or fails naming what stays.
 func awaitClean(t *testing.T, pid int, ns, dir string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		left := leftovers(t, pid, ns, dir)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("left behind: %s", strings.Join(left, ", "))
-		}
-		time.Sleep(50 * time.Millisecond)
+	var left []string
+	if err := testutil.Until(context.Background(), 15*time.Second, nil, func() bool { left = leftovers(t, pid, ns, dir); return len(left) == 0 }); err != nil {
+		t.Fatalf("left behind: %s (%v)", strings.Join(left, ", "), err)
 	}
 }
 
@@ -152,16 +145,13 @@ func TestMakeRunCleansUp(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 		r.ExitStatus(t, 10*time.Second)
 		// Its processes die with it (--pdeathsig); nothing else is removed.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			left := leftovers(t, pid, ns, dir)
-			if strings.Join(left, ", ") == "namespace "+ns+", directory "+dir {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after SIGKILL of the script, left: %q; want only its namespace and directory", left)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var left []string
+		onlyFiles := func() bool {
+			left = leftovers(t, pid, ns, dir)
+			return strings.Join(left, ", ") == "namespace "+ns+", directory "+dir
+		}
+		if err := testutil.Until(context.Background(), 15*time.Second, nil, onlyFiles); err != nil {
+			t.Fatalf("after SIGKILL of the script, left: %q; want only its namespace and directory (%v)", left, err)
 		}
 		next, pid2, ns2, dir2 := startRun(t, script...)
 		if !strings.Contains(next.Output(), "swept namespace "+ns) || !strings.Contains(next.Output(), "swept "+dir) {
