@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/e2e/overlay"
@@ -65,18 +67,21 @@ func TestOverlayThreeNodes(t *testing.T) {
 			t.Errorf("step %s: ok=%v with %d checks", s.Name, s.OK(), len(s.Checks))
 		}
 	}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("steps %v, want %v", got, want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("steps (-want +got):\n%s", diff)
 	}
+	// The heal step checks the routes came back within one resync
+	// interval plus HealSlack; here, only that it was measured.
 	m := rep.Measurements
-	if m.HealSeconds <= 0 || m.HealSeconds > (interval+3*time.Second).Seconds() {
-		t.Errorf("heal took %.3fs, want within one resync interval (%v) plus 3s", m.HealSeconds, interval)
+	if m.HealSeconds <= 0 {
+		t.Errorf("heal: %.3fs measured", m.HealSeconds)
 	}
 	if m.RestartFailures != 0 || m.RestartProbes < 10 {
 		t.Errorf("restart: %d of %d probes failed", m.RestartFailures, m.RestartProbes)
 	}
-	if rep.Cleanup.Namespaces != 13 || len(rep.Cleanup.Leftovers) > 0 {
-		t.Errorf("cleanup: %+v; want 13 namespaces removed and nothing left", rep.Cleanup)
+	// Every namespace the run made (13) removed, and nothing left behind.
+	if diff := cmp.Diff(overlay.Cleanup{Namespaces: 13}, rep.Cleanup, cmpopts.IgnoreFields(overlay.Cleanup{}, "Processes")); diff != "" {
+		t.Errorf("cleanup (-want +got):\n%s", diff)
 	}
 	t.Logf("measured: heal %.3fs (routes back %.3fs); restart: %d probes, %d failed, longest gap %.0fms; control plane down %.2fs",
 		m.HealSeconds, m.RoutesBackSeconds, m.RestartProbes, m.RestartFailures, m.RestartMaxGapMs, m.ControlPlaneDownSeconds)

@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
@@ -231,12 +233,22 @@ func TestDriftRepair(t *testing.T) {
 	if err := testutil.Until(ctx, resync+3*time.Second, nil, reported); err != nil {
 		t.Fatalf("conflict not reported: %v: %v", err, st)
 	}
-	if st.LastResync.Ok || st.DesiredRoutes != 2 || st.InstalledRoutes != 1 {
-		t.Errorf("status with a conflict: %v", st)
+	wantStatus := &quiltpb.GetStatusResponse{DesiredRoutes: 2, InstalledRoutes: 1, HelperAvailable: true, InstalledRoutesNow: 1, InSyncRoutesNow: 1,
+		LastResync: &quiltpb.ResyncStatus{Conflicts: 1}}
+	if diff := cmp.Diff(wantStatus, st, stateOnly); diff != "" {
+		t.Errorf("status with a conflict (-want +got):\n%s", diff)
 	}
 	lr, err := adm.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
-	if err != nil || len(lr.Routes) != 2 || lr.Routes[1].State != quiltpb.RouteState_ROUTE_STATE_CONFLICT || !strings.Contains(lr.Routes[1].Detail, "not quilt's") {
-		t.Fatalf("routes with a conflict: %v %v", lr, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes := &quiltpb.ListRoutesResponse{HelperAvailable: true, Routes: []*quiltpb.RouteStatus{
+		{Destination: "10.42.2.0/24", DesiredInterface: "vxlan100", InstalledInterface: "vxlan100", State: quiltpb.RouteState_ROUTE_STATE_IN_SYNC},
+		{Destination: "10.42.3.0/24", DesiredInterface: "vxlan100", State: quiltpb.RouteState_ROUTE_STATE_CONFLICT,
+			Detail: "a route for 10.42.3.0/24 exists and is not quilt's; left alone"},
+	}}
+	if diff := cmp.Diff(wantRoutes, lr, stateOnly); diff != "" {
+		t.Fatalf("routes with a conflict (-want +got):\n%s", diff)
 	}
 	// Two more resyncs, started after the conflict was seen: both report
 	// it again, and neither touches the foreign route.
@@ -535,15 +547,24 @@ func TestStartMigratesSchema1(t *testing.T) {
 	}
 	_, adm, conn := n.clients(t)
 	defer conn.Close()
-	for id, ip := range map[string]string{"c1": "10.42.1.10", "web-2": "10.42.1.11"} {
-		r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: id})
-		if err != nil || r.Ip != ip || !r.Existing {
-			t.Errorf("%s after the migration: %v %v, want %s existing", id, r, err, ip)
-		}
+	allocated := func(ip string, existing bool) *quiltpb.AllocateIPResponse {
+		return &quiltpb.AllocateIPResponse{Ip: ip, PrefixLength: 24, Gateway: "10.42.1.1", Subnet: "10.42.1.0/24", ClusterCidr: "10.42.0.0/16", Existing: existing}
 	}
-	r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: "web-2", InterfaceName: "eth1"})
-	if err != nil || r.Ip != "10.42.1.12" || r.Existing {
-		t.Errorf("a new interface after the migration: %v %v, want 10.42.1.12", r, err)
+	for _, tc := range []struct {
+		req  *quiltpb.AllocateIPRequest
+		want *quiltpb.AllocateIPResponse
+	}{
+		{&quiltpb.AllocateIPRequest{ContainerId: "c1"}, allocated("10.42.1.10", true)},
+		{&quiltpb.AllocateIPRequest{ContainerId: "web-2"}, allocated("10.42.1.11", true)},
+		{&quiltpb.AllocateIPRequest{ContainerId: "web-2", InterfaceName: "eth1"}, allocated("10.42.1.12", false)}, // a new interface
+	} {
+		r, err := adm.AllocateIP(ctxT(t), tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, r, protocmp.Transform()); diff != "" {
+			t.Errorf("AllocateIP(%v) after the migration (-want +got):\n%s", tc.req, diff)
+		}
 	}
 	lr, err := adm.ListRoutes(ctxT(t), &quiltpb.ListRoutesRequest{})
 	if err != nil || len(lr.Routes) != 1 || lr.Routes[0].DesiredInterface != "vxlan100" {
