@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
@@ -457,20 +458,34 @@ func TestHelperBatch(t *testing.T) {
 	if err != nil || n != wire.MaxBatch*wire.Size {
 		t.Fatalf("answer: %d bytes, %v; want one message of %d records", n, err, wire.MaxBatch)
 	}
+	// Each request's answer, in its place.
+	type answer struct {
+		Tag    uint32
+		Status wire.Status
+		Result wire.Result
+	}
+	var want, got []answer
 	for i, req := range reqs {
-		got, err := wire.Decode(buf[i*wire.Size : (i+1)*wire.Size])
-		st, res := wire.StatusOK, map[bool]wire.Result{true: wire.ResultCreated, false: wire.ResultDeleted}[req.Op == wire.OpAdd]
-		switch i {
-		case 7:
-			st, res = wire.StatusConflict, 0
-		case 200:
-			st, res = wire.StatusOutsideCluster, 0
-		case 201:
-			st, res = wire.StatusIfaceDenied, 0
+		a := answer{Tag: req.Tag, Status: wire.StatusOK, Result: wire.ResultCreated}
+		switch {
+		case i == 7: // 10.40.7.0/24 is the static route's
+			a.Status, a.Result = wire.StatusConflict, 0
+		case i == 200:
+			a.Status, a.Result = wire.StatusOutsideCluster, 0
+		case i == 201:
+			a.Status, a.Result = wire.StatusIfaceDenied, 0
+		case req.Op == wire.OpDelete:
+			a.Result = wire.ResultDeleted
 		}
-		if err != nil || got.Tag != req.Tag || got.Status != st || got.Result != res {
-			t.Errorf("record %d (%v %v): %+v %v; want status %v result %v", i, req.Op, req.Dst, got, err, st, res)
+		want = append(want, a)
+		r, err := wire.Decode(buf[i*wire.Size : (i+1)*wire.Size])
+		if err != nil {
+			t.Fatalf("record %d of the answer: %v", i, err)
 		}
+		got = append(got, answer{Tag: r.Tag, Status: r.Status, Result: r.Result})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the batch's answers (-want +got):\n%s", diff)
 	}
 	if got := strings.Count(routes(t, ns, "proto", "81"), "\n"); got != 250-3 {
 		t.Errorf("%d routes of ours after the batch, want 247", got)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
@@ -23,8 +27,11 @@ func watch(t *testing.T, sock string) *net.UnixConn {
 	t.Helper()
 	w := dialHelper(t, sock)
 	recs, err := exchange(w, wire.Record{Op: wire.OpWatch, Tag: 9}.Append(nil))
-	if err != nil || len(recs) != 1 || recs[0].Result != wire.ResultResync || recs[0].Tag != 9 {
-		t.Fatalf("the watch's first message: %+v %v; want one resync event", recs, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]wire.Record{{Op: wire.OpWatch, Tag: 9, Result: wire.ResultResync}}, recs, cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
+		t.Fatalf("the watch's first message: want one resync event (-want +got):\n%s", diff)
 	}
 	return w
 }
