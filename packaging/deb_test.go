@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/internal/testutil"
@@ -221,12 +223,20 @@ func TestDebInstall(t *testing.T) {
 		"/usr/share/doc/quilt-runtime/changelog.Debian.gz":        {"", reg | 0o644},
 		"/usr/share/lintian/overrides/quilt-runtime":              {"deb/lintian-overrides", reg | 0o644},
 	}
-	for path, want := range files {
-		st, err := c.stat(path)
-		if err != nil || st.mode != want.mode || st.uid != 0 || st.gid != 0 {
-			t.Errorf("%s: %+v %v; want mode %o root:root", path, st, err, want.mode)
-			continue
+	// One line a file: its path, type and mode, owner.
+	var wantFiles, gotFiles []string
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		wantFiles = append(wantFiles, fmt.Sprintf("%s %o 0:0", path, files[path].mode))
+		if st, err := c.stat(path); err != nil {
+			gotFiles = append(gotFiles, fmt.Sprintf("%s: %v", path, err))
+		} else {
+			gotFiles = append(gotFiles, fmt.Sprintf("%s %o %d:%d", path, st.mode, st.uid, st.gid))
 		}
+	}
+	if diff := cmp.Diff(wantFiles, gotFiles); diff != "" {
+		t.Errorf("installed files (-want +got):\n%s", diff)
+	}
+	for path, want := range files {
 		if want.src != "" {
 			got, _ := os.ReadFile(filepath.Join(c.root, path))
 			src, _ := os.ReadFile(want.src)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -346,8 +347,16 @@ func TestUnitsRun(t *testing.T) {
 	// Its Unix socket: its uid, the directory's group, 0660; served to root
 	// (quilt-ipam as the container runtime runs it), refused to others.
 	var st unix.Stat_t
-	if err := unix.Stat(apiSock, &st); err != nil || int(st.Uid) != testID(t, "quilt-runtime") || int(st.Gid) != testID(t, "quilt-cni") || st.Mode&0o7777 != 0o660 {
-		t.Errorf("%s: uid %d gid %d mode %o (%v); want quilt-runtime, quilt-cni, 0660", apiSock, st.Uid, st.Gid, st.Mode&0o7777, err)
+	if err := unix.Stat(apiSock, &st); err != nil {
+		t.Fatal(err)
+	}
+	type owned struct {
+		UID, GID int
+		Mode     string // the permission bits, setuid, setgid and sticky included
+	}
+	want := owned{UID: testID(t, "quilt-runtime"), GID: testID(t, "quilt-cni"), Mode: "0660"}
+	if diff := cmp.Diff(want, owned{UID: int(st.Uid), GID: int(st.Gid), Mode: fmt.Sprintf("%04o", st.Mode&0o7777)}); diff != "" {
+		t.Errorf("%s: want quilt-runtime's, group quilt-cni, 0660 (-want +got):\n%s", apiSock, diff)
 	}
 	uconn, err := grpc.NewClient("unix://"+apiSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
