@@ -30,6 +30,9 @@ type rest struct {
 	HelperFDs   int
 }
 
+// descriptors is the descriptors of both processes.
+func (r rest) descriptors() [2]int { return [2]int{r.FrontendFDs, r.HelperFDs} }
+
 // settled is how many readings in a row at rest make one: the
 // descriptors must agree in all of them, and the goroutines count the
 // fewest seen. A goroutine count read through the metrics counts, besides
@@ -86,13 +89,15 @@ func (n *node) untilRest(t *testing.T, m *scraper, cond func(rest) bool) (rest, 
 	err := testutil.Until(context.Background(), 10*time.Second, n.frontend, func() bool {
 		conns, helperConns = tcpConns(t, n.frontend.Pid(), port), n.helperConns(t)
 		now := rest{Goroutines: m.metric(t, "quilt_goroutines"), FrontendFDs: fds(t, n.frontend.Pid()), HelperFDs: fds(t, n.helper.Pid())}
-		if conns > 0 || helperConns != 2 || len(readings) > 0 && (now.FrontendFDs != readings[0].FrontendFDs || now.HelperFDs != readings[0].HelperFDs) {
+		last = now
+		switch {
+		case conns > 0 || helperConns != 2:
+			readings = readings[:0]
+			return false
+		case len(readings) > 0 && now.descriptors() != readings[0].descriptors():
 			readings = readings[:0]
 		}
-		if conns == 0 && helperConns == 2 {
-			readings = append(readings, now)
-		}
-		last = now
+		readings = append(readings, now)
 		if len(readings) < settled {
 			return false
 		}
