@@ -38,7 +38,7 @@ func (n *node) restartHelper(t *testing.T) {
 // last helper's descriptors, are back at their baselines.
 func TestCrashStorm(t *testing.T) {
 	n := newNode(t)
-	metrics := freePort(t)
+	metrics := testutil.FreeLoopback(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
 	var procs []*testutil.Proc // every process, to read for panics

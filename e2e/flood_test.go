@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -46,7 +47,7 @@ func procStatus(t *testing.T, pid int, field string) int {
 // the machine (`make bench` measures the frontend's memory).
 func TestFlood(t *testing.T) {
 	n := newNode(t)
-	metrics := freePort(t)
+	metrics := testutil.FreeLoopback(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
 	pid := n.frontend.Pid()

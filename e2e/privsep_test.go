@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 
 	"context"
 	"encoding/binary"
@@ -20,17 +21,6 @@ import (
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
-
-// freePort returns a loopback TCP port nobody listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestPrivilegeSeparatedAgentSequence runs the product as deployed: the
 // helper with only CAP_NET_ADMIN in a namespace with vxlan100, the frontend
@@ -148,7 +138,7 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 			if !filepath.IsAbs(bin) {
 				bin = filepath.Join(binDir, bin)
 			}
-			addr := freePort(t)
+			addr := testutil.FreeLoopback(t)
 			p := start(t, ns, tc.setpriv, bin, "--grpc-addr", addr, "--helper-socket", filepath.Join(dir, "absent.sock"),
 				"--state-dir", filepath.Join(socketDir(t, nobody), "state"))
 			if tc.want == nil {
@@ -179,7 +169,7 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 // "route helper unavailable", and health says NOT_SERVING.
 func TestFrontendHelperDown(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	dir := socketDir(t, nobody)
 	fe := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr,
 		"--helper-socket", filepath.Join(dir, "absent.sock"), "--state-dir", filepath.Join(dir, "state"))

@@ -54,7 +54,7 @@ func newNodeAllowing(t *testing.T, allowed []string, vxlans ...string) *node {
 	if len(vxlans) == 0 {
 		vxlans = []string{"vxlan100"}
 	}
-	n := &node{ns: newNetns(t, vxlans...), addr: freePort(t)}
+	n := &node{ns: newNetns(t, vxlans...), addr: testutil.FreeLoopback(t)}
 	for _, ifname := range allowed {
 		n.policy = append(n.policy, "--allowed-interface", ifname)
 	}

@@ -215,7 +215,7 @@ func TestSystemdNotify(t *testing.T) {
 	helper := startStandIn(t, frontendUID)
 	helper.hold.Store(true) // the first resync waits until the test lets it go
 	n := listenNotify(t)
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec)},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "30s", "--resync-interval", "1s")
 	waitFor(t, fe, func() bool {
@@ -283,7 +283,7 @@ func TestSystemdWatchdogStopsWhenResyncBlocked(t *testing.T) {
 	ns := newNetns(t)
 	helper := startStandIn(t, frontendUID)
 	n := listenNotify(t)
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec), "GOTRACEBACK=all"},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "60s", "--resync-interval", "1s")
 	waitFor(t, fe, func() bool { return len(n.With("READY=1")) == 1 && len(n.With("WATCHDOG=1")) >= 2 })

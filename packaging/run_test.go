@@ -3,7 +3,6 @@ package packaging_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -29,7 +28,7 @@ func startRun(t *testing.T, argv ...string) (*testutil.Proc, int, string, string
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "ADDR="+freeLoopback(t), "METRICS_ADDR="+freeLoopback(t), "SANDBOX=1")
+	cmd.Env = append(os.Environ(), "ADDR="+testutil.FreeLoopback(t), "METRICS_ADDR="+testutil.FreeLoopback(t), "SANDBOX=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	r := testutil.StartTest(t, cmd) // kills the top process; this, its group:
 	t.Cleanup(func() { syscall.Kill(-r.Pid(), syscall.SIGKILL) })
@@ -44,17 +43,6 @@ func startRun(t *testing.T, argv ...string) (*testutil.Proc, int, string, string
 	}
 	pid, _ := strconv.Atoi(m[1])
 	return r, pid, m[2], m[3]
-}
-
-// freeLoopback returns a loopback address nobody listens on right now.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // leftovers lists what a run of script pid left: the script itself, any

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,4 +16,17 @@ func Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// FreeLoopback returns a loopback address, 127.0.0.1:PORT, that nobody
+// listens on right now, for a server the test starts (in this network
+// namespace or another).
+func FreeLoopback(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
