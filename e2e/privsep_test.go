@@ -165,8 +165,9 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 	}
 }
 
-// TestFrontendHelperDown: with no helper, route RPCs fail fast with
-// "route helper unavailable", and health says NOT_SERVING.
+// TestFrontendHelperDown: with no helper, route RPCs are answered, not
+// left hanging (the call's deadline is 5s, the frontend's helper timeout
+// 2s), with "route helper unavailable", and health says NOT_SERVING.
 func TestFrontendHelperDown(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 	addr := testutil.FreeLoopback(t)
@@ -177,14 +178,14 @@ func TestFrontendHelperDown(t *testing.T) {
 	conn := dialInNetns(t, ns, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	call, cancelCall := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelCall()
 	start := time.Now()
-	r, err := quiltpb.NewQuiltRuntimeClient(conn).InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+	r, err := quiltpb.NewQuiltRuntimeClient(conn).InjectRoute(call, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
 	if err != nil || r.Success || !strings.Contains(r.Error, "route helper unavailable") {
 		t.Fatalf("inject without helper: %v, %v", r, err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("inject without helper took %v", d)
-	}
+	t.Logf("inject without helper answered in %v", time.Since(start))
 	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
 	if err != nil || h.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health without helper: %v, %v", h, err)
