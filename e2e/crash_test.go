@@ -92,11 +92,11 @@ func TestCrashStorm(t *testing.T) {
 				}
 			})
 		}
-		// The helper dies at a random point of the storm, after 1 to 100
+		// The helper dies at a random point of the storm, after 1 to 200
 		// acknowledged changes; the storm goes on against the new helper
 		// until it has acknowledged 10 route changes (the clients' answers
 		// from the old one, at most one each, aside).
-		waitAcks(t, "the storm", func() int { return allocs.acked() + routesL.acked() }, allocs.acked()+routesL.acked()+1+rand.IntN(100))
+		waitAcks(t, "the storm", func() int { return allocs.acked() + routesL.acked() }, allocs.acked()+routesL.acked()+1+rand.IntN(200))
 		n.restartHelper(t)
 		procs = append(procs, n.helper)
 		waitAcks(t, "the new helper", routesL.acked, routesL.acked()+clients+10)

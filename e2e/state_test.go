@@ -440,9 +440,9 @@ func TestKillStorm(t *testing.T) {
 			})
 		}
 		// The frontend dies at a random point of the storm: after 1 to
-		// 100 acknowledged changes.
+		// 200 acknowledged changes.
 		acked := func() int { return allocs.acked() + routesL.acked() }
-		waitAcks(t, "the storm", acked, acked()+1+rand.IntN(100))
+		waitAcks(t, "the storm", acked, acked()+1+rand.IntN(200))
 		n.kill9(t)
 		cancel()
 		wg.Wait()
