@@ -49,6 +49,7 @@ func TestCrashStorm(t *testing.T) {
 	routesL := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	const clients, rounds = 16, 20
 	var base rest
+	held := make([][]string, clients) // each client's addresses not yet released, whatever the round
 	for round := range rounds {
 		if round%3 == 0 && round > 0 && round <= 15 { // 5 frontend kills; the last frontend serves rounds 15-19
 			n.kill9(t)
@@ -81,12 +82,17 @@ func TestCrashStorm(t *testing.T) {
 						if a, err := adm.AllocateIP(call, &quiltpb.AllocateIPRequest{ContainerId: id}); err == nil {
 							allocs.ack(id, a.Ip)
 						}
-						if prev := fmt.Sprintf("r%d-c%d-%d", round, c, i-5); i >= 5 {
+						// Release the earlier ones: the pool never runs dry.
+						var kept []string
+						for _, prev := range held[c] {
 							allocs.send(prev)
 							if _, err := adm.ReleaseIP(call, &quiltpb.ReleaseIPRequest{ContainerId: prev}); err == nil {
 								allocs.ack(prev, "")
+							} else {
+								kept = append(kept, prev)
 							}
 						}
+						held[c] = append(kept, id)
 					}
 					done()
 				}
