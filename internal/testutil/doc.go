@@ -12,7 +12,9 @@
 //     program in another process;
 //   - Netns, a named network namespace removed with everything in it
 //     when the test ends (netns.Remove), and RequireRoot, which skips a
-//     test that needs root, or fails it with CI=true.
+//     test that needs root, or fails it with CI=true;
+//   - Run, a command that must succeed, and FreeLoopback, an address for
+//     a server the test starts.
 //
 // It needs no privileges of its own; Netns needs root. It is never linked
 // into the shipped binaries: TestNotShipped checks that of every program
