@@ -1,20 +1,14 @@
 package bench
 
 import (
-	"github.com/quiltmesh/quilt-runtime/internal/netns"
-
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
 )
 
 // netnsDir is where `ip netns` keeps named namespaces.
@@ -74,32 +68,9 @@ func createNetns(ctx context.Context, name, dev string) error {
 }
 
 // removeNetns kills whatever still runs in a namespace of ours, then
-// deletes it; its interfaces and routes go with it. It uses a context of
-// its own: it must work after the run's context was cancelled.
+// deletes it; its interfaces and routes go with it (see netns.Remove).
 func removeNetns(name string) error {
-	if _, err := os.Stat(filepath.Join(netnsDir, name)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := command(ctx, "ip", "netns", "pids", name)
-	var pids []int
-	for _, f := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	for _, pid := range pids {
-		unix.Kill(pid, unix.SIGKILL)
-	}
-	for _, pid := range pids {
-		for i := 0; i < 200 && unix.Kill(pid, 0) == nil; i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if _, derr := command(ctx, "ip", "netns", "del", name); derr != nil {
-		err = errors.Join(err, derr)
-	}
+	_, err := netns.Remove(name)
 	return err
 }
 

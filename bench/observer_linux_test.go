@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // testNetns makes a namespace with vxlan100 for one test and removes it
@@ -29,8 +31,10 @@ func testNetns(t *testing.T) string {
 // routes via the device at the plan's peers, sees a deletion the kernel
 // acknowledged before it can see the route back, gives up at its
 // deadline and on a cancelled context, and catches up with a dump after
-// the kernel dropped notifications it had no room for.
+// the kernel dropped notifications it had no room for; and once closed,
+// it leaves no goroutine behind.
 func TestObserver(t *testing.T) {
+	testutil.CheckGoroutines(t)
 	ns := testNetns(t)
 	plan, err := NewPlan(Cluster, NodePrefixLen, 1000)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"debug/buildinfo"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -15,19 +14,18 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // proc is a server process of (b) or (c), running in its namespace.
 type proc struct {
+	*testutil.Proc
 	name string // the program, as in the table
 	bin  string
 	log  string // its stdout and stderr
-	cmd  *exec.Cmd
-	done chan struct{} // closed once reaped
-	err  error
 }
 
 // startProc runs bin in the namespace, behind the prefix (setpriv and its
@@ -41,40 +39,17 @@ func startProc(ns, name, bin, logPath string, prefix []string, args ...string) (
 	}
 	defer f.Close() // the child has its own copy
 	argv := append(append([]string{"netns", "exec", ns}, prefix...), bin)
-	p := &proc{name: name, bin: bin, log: logPath, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append(argv, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
+	cmd := exec.Command("ip", append(argv, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
 	// If the runner dies, so does a child that kept our credentials;
 	// setpriv's children lose this on their uid change, and the next run's
 	// sweep of stale namespaces kills them.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p, err := testutil.Start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop kills the process and waits for it.
-func (p *proc) stop() {
-	if !p.exited() {
-		p.cmd.Process.Kill()
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-	}
+	return &proc{Proc: p, name: name, bin: bin, log: logPath}, nil
 }
 
 // tail returns the last lines of the process's log.
@@ -94,9 +69,9 @@ func (p *proc) logHas(s string) bool {
 // capabilities and memory high-water mark; its GOMAXPROCS as it reported
 // it (reported > 0), or else derived; and the Go version of its binary.
 func (p *proc) info(reported int) (Process, error) {
-	pr := Process{Name: p.name, PID: p.pid()}
-	if p.exited() {
-		return pr, fmt.Errorf("%s exited before it was measured: %v; its last words:\n%s", p.name, p.err, p.tail(10))
+	pr := Process{Name: p.name, PID: p.Pid()}
+	if p.Exited() {
+		return pr, fmt.Errorf("%s exited before it was measured: %v; its last words:\n%s", p.name, p.Err(), p.tail(10))
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pr.PID))
 	if err != nil || filepath.Clean(exe) != filepath.Clean(p.bin) {
@@ -232,6 +207,3 @@ func cgroupCPULimit(pid int) float64 {
 	}
 	return limit
 }
-
-// ErrExited means a process ended while the runner waited for it.
-var ErrExited = errors.New("process exited")

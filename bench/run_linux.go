@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -314,7 +315,7 @@ func (r *runner) single(ctx context.Context, s *System, ns string, plan Plan, lo
 	if err != nil {
 		return err
 	}
-	defer p.stop()
+	defer p.Kill()
 	return r.drive(ctx, s, ns, plan, log, []*proc{p})
 }
 
@@ -346,7 +347,7 @@ func (r *runner) privsep(ctx context.Context, s *System, ns string, plan Plan, l
 	if err != nil {
 		return err
 	}
-	defer helper.stop()
+	defer helper.Kill()
 	if err := waitFor(ctx, helper, func() bool { return helper.logHas("route helper serving") }); err != nil {
 		return err
 	}
@@ -358,26 +359,14 @@ func (r *runner) privsep(ctx context.Context, s *System, ns string, plan Plan, l
 	if err != nil {
 		return err
 	}
-	defer front.stop()
+	defer front.Kill()
 	return r.drive(ctx, s, ns, plan, log, []*proc{helper, front})
 }
 
-// waitFor polls cond every 20ms until it holds, p exits, ctx ends or 20s
-// pass.
+// waitFor polls cond until it holds, p exits, ctx ends or 20s pass.
 func waitFor(ctx context.Context, p *proc, cond func() bool) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		switch {
-		case p.exited():
-			return fmt.Errorf("%s: %w (%v):\n%s", p.name, ErrExited, p.err, p.tail(20))
-		case time.Now().After(deadline):
-			return fmt.Errorf("%s not ready after 20s:\n%s", p.name, p.tail(20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := testutil.Until(ctx, 20*time.Second, p.Proc, cond); err != nil {
+		return fmt.Errorf("%s: %w; its last words:\n%s", p.name, err, p.tail(20))
 	}
 	return nil
 }

@@ -15,18 +15,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // requireRoot skips the test without root, or fails it when CI=true.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (network namespaces, setpriv, rtnetlink) and CI=true forbids skipping")
-	}
-	t.Skip("needs root to create network namespaces, switch uids and send rtnetlink messages; run `sudo make test`")
+	testutil.RequireRoot(t, "network namespaces, setpriv, rtnetlink")
 }
 
 // smokeBins builds the binaries the systems run, once for the package's
@@ -108,10 +104,11 @@ const smokeVeths = 64
 // (or unimplemented, for ApplyRoutes until the frontend has it; the drift
 // repairs skipped on (b), which has no watch), each process seen with the
 // identity and capabilities it should have, and nothing left behind: no
-// namespace (the extra veths' included), no process, and the host's
-// routes and links as they were.
+// namespace (the extra veths' included), no process, no goroutine, and
+// the host's routes and links as they were.
 func TestSmoke(t *testing.T) {
 	requireRoot(t)
+	testutil.CheckGoroutines(t)
 	bin, err := smokeBins()
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +229,8 @@ func (h cancelOn) WithGroup(name string) slog.Handler {
 
 // TestSmokeInterrupted: a run cancelled (Ctrl-C) while (c) runs, with its
 // routes installed and then with the extra veths made, removes every
-// namespace and process it made and leaves the host as it was.
+// namespace and process it made, ends every goroutine it started and
+// leaves the host as it was.
 func TestSmokeInterrupted(t *testing.T) {
 	requireRoot(t)
 	bin, err := smokeBins()
@@ -241,6 +239,7 @@ func TestSmokeInterrupted(t *testing.T) {
 	}
 	for _, at := range []string{"ApplyRoutes, 8 adds", "made the extra veths"} {
 		t.Run(at, func(t *testing.T) {
+			testutil.CheckGoroutines(t)
 			before := host(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
@@ -20,8 +21,7 @@ import (
 // stop stops the frontend as systemd would, and waits for it.
 func (n *node) stop(t *testing.T) {
 	t.Helper()
-	n.frontend.cmd.Process.Signal(syscall.SIGTERM)
-	n.frontend.wait(t, 10*time.Second)
+	stop(t, n.frontend, syscall.SIGTERM)
 }
 
 // resyncs waits for count resyncs that start after now, and returns the last.
@@ -153,8 +153,11 @@ func TestMassDeletionGuard(t *testing.T) {
 	}
 	n.startFrontend(t)
 	st := resyncs(t, adm, 2)
-	if st.Held != 60 || st.Removed != 0 || st.Ok || strings.Count(ours(t, n.ns), "\n") != 100 {
-		t.Fatalf("the resync: %v; %d routes of ours in the kernel", st, strings.Count(ours(t, n.ns), "\n"))
+	if diff := cmp.Diff(&quiltpb.ResyncStatus{Held: 60}, st, stateOnly); diff != "" {
+		t.Fatalf("the resync (-want +got):\n%s", diff)
+	}
+	if got := strings.Count(ours(t, n.ns), "\n"); got != 100 {
+		t.Fatalf("%d routes of ours in the kernel after the resync, want all 100", got)
 	}
 	if !strings.Contains(n.frontend.Output(), "held back the removal of 60 routes of ours that nobody asked for") {
 		t.Fatalf("no log line for the held removals:\n%s", n.frontend.Output())

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -67,10 +68,10 @@ func TestHostileBatches(t *testing.T) {
 		models[at(i)].foreign = true
 	}
 	for _, args := range fixed {
-		run(t, "ip", append([]string{"-n", ns}, args...)...)
+		testutil.Run(t, "ip", append([]string{"-n", ns}, args...)...)
 	}
 	foreign := func() string {
-		return run(t, "ip", "-n", ns, "-4", "route", "show", "table", "all")
+		return testutil.Run(t, "ip", "-n", ns, "-4", "route", "show", "table", "all")
 	}
 	notOurs := func() string {
 		var kept []string
@@ -168,7 +169,7 @@ func TestHostileBatches(t *testing.T) {
 	if after := notOurs(); after != before {
 		t.Fatalf("routes that are not ours changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	for line := range strings.Lines(run(t, "ip", "-n", ns, "-4", "route", "show", "proto", "81")) {
+	for line := range strings.Lines(testutil.Run(t, "ip", "-n", ns, "-4", "route", "show", "proto", "81")) {
 		dst := strings.Fields(line)[0]
 		if strings.Count(foreign(), dst+" dev vxlan") > 1 {
 			t.Fatalf("two routes of ours at %s:\n%s", dst, foreign())

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -19,8 +20,7 @@ import (
 // same socket, given to the frontend's group as systemd would.
 func (n *node) restartHelper(t *testing.T) {
 	t.Helper()
-	n.helper.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.helper.done
+	stop(t, n.helper, syscall.SIGKILL)
 	n.helper = start(t, n.ns, onlyNetAdmin(nobody), filepath.Join(binDir, "quilt-route-helper"),
 		append([]string{"--socket", n.sock, "--allow-uid", fmt.Sprint(frontendUID)}, n.policy...)...)
 	h := n.helper
@@ -38,27 +38,25 @@ func (n *node) restartHelper(t *testing.T) {
 // last helper's descriptors, are back at their baselines.
 func TestCrashStorm(t *testing.T) {
 	n := newNode(t)
-	metrics := freePort(t)
+	metrics := testutil.FreeLoopback(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
-	var procs []*proc // every process, to read for panics
+	var procs []*testutil.Proc // every process, to read for panics
 	procs = append(procs, n.helper, n.frontend)
-	time.Sleep(1200 * time.Millisecond) // connected, first resync done
-	helperFD := fds(t, n.helper.cmd.Process.Pid)
+	scrape := newScraper(t, n.ns, metrics)
 
 	allocs := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	routesL := &ledger{state: map[string]string{}, unsure: map[string]bool{}}
 	const clients, rounds = 16, 20
-	var baseG float64
-	var baseFD int
+	var base rest
+	held := make([][]string, clients) // each client's addresses not yet released, whatever the round
 	for round := range rounds {
 		if round%3 == 0 && round > 0 && round <= 15 { // 5 frontend kills; the last frontend serves rounds 15-19
 			n.kill9(t)
 			procs = append(procs, n.startFrontend(t, "--metrics-addr", metrics))
 		}
 		if round == 15 { // the last frontend, before any client: its baseline
-			time.Sleep(1200 * time.Millisecond)
-			baseG, baseFD = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, n.frontend.cmd.Process.Pid)
+			base = n.atRest(t, scrape)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -84,39 +82,36 @@ func TestCrashStorm(t *testing.T) {
 						if a, err := adm.AllocateIP(call, &quiltpb.AllocateIPRequest{ContainerId: id}); err == nil {
 							allocs.ack(id, a.Ip)
 						}
-						if prev := fmt.Sprintf("r%d-c%d-%d", round, c, i-5); i >= 5 {
+						// Release the earlier ones: the pool never runs dry.
+						var kept []string
+						for _, prev := range held[c] {
 							allocs.send(prev)
 							if _, err := adm.ReleaseIP(call, &quiltpb.ReleaseIPRequest{ContainerId: prev}); err == nil {
 								allocs.ack(prev, "")
+							} else {
+								kept = append(kept, prev)
 							}
 						}
+						held[c] = append(kept, id)
 					}
 					done()
 				}
 			})
 		}
-		time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond)
+		// The helper dies at a random point of the storm, after 1 to 200
+		// acknowledged changes; the storm goes on against the new helper
+		// until it has acknowledged 10 route changes (the clients' answers
+		// from the old one, at most one each, aside).
+		waitAcks(t, "the storm", func() int { return allocs.acked() + routesL.acked() }, allocs.acked()+routesL.acked()+1+rand.IntN(200))
 		n.restartHelper(t)
 		procs = append(procs, n.helper)
-		time.Sleep(300 * time.Millisecond) // the storm goes on against the new helper
+		waitAcks(t, "the new helper", routesL.acked, routesL.acked()+clients+10)
 		cancel()
 		wg.Wait()
 	}
 	// The storm is over and its clients gone: the last frontend (5 helper
 	// restarts under load) and the last helper hold what they held at rest.
-	pid := n.frontend.cmd.Process.Pid
-	var g float64
-	var fd, hfd int
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		g, fd, hfd = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid), fds(t, n.helper.cmd.Process.Pid)
-		if g <= baseG && fd <= baseFD && hfd <= helperFD || time.Now().After(deadline) {
-			break
-		}
-	}
-	t.Logf("last frontend: goroutines %v -> %v, fds %d -> %d; helper fds %d -> %d", baseG, g, baseFD, fd, helperFD, hfd)
-	if g > baseG || fd > baseFD || hfd > helperFD {
-		t.Errorf("leak after the storm: frontend goroutines %v (baseline %v), fds %d (%d); helper fds %d (%d)", g, baseG, fd, baseFD, hfd, helperFD)
-	}
+	n.checkNoLeak(t, scrape, base)
 
 	_, adm, conn := n.clients(t)
 	ctx := ctxT(t)
@@ -147,7 +142,7 @@ func TestCrashStorm(t *testing.T) {
 
 	for _, p := range procs {
 		if out := p.Output(); strings.Contains(out, "panic:") || strings.Contains(out, "fatal error:") {
-			t.Errorf("%v panicked:\n%s", p.cmd.Args, out)
+			t.Errorf("%v panicked:\n%s", p.Cmd.Args, out)
 		}
 	}
 	t.Logf("%d helper and 5 frontend SIGKILLs under %d clients; %d allocation and %d route operations sent; %d allocations and %d routes checked; kernel = desired (%d routes) within %v of the check",

@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"github.com/quiltmesh/quilt-runtime/internal/netns"
-
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -42,53 +38,21 @@ func procStatus(t *testing.T, pid int, field string) int {
 	return 0
 }
 
-// fds counts a process's open file descriptors.
-func fds(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// metric reads one value from the frontend's /metrics, inside its namespace.
-func metric(t *testing.T, ns, addr, name string) float64 {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, a string) (net.Conn, error) { return netns.Dial(ctx, ns, a, 0) }}}
-	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("no %s in the metrics:\n%s", name, b)
-	return 0
-}
-
-// TestFlood: 10,000 calls from 64 connections at once, valid and not; the
-// server keeps serving, its memory stays bounded, and its goroutines and
-// descriptors go back to where they were.
+// TestFlood: 10,000 calls from 64 connections at once, valid and not;
+// every call gets the answer it should (a request over the size limit is
+// refused as ResourceExhausted before it is read whole), the server keeps
+// serving, and once the clients are gone its goroutines and descriptors,
+// and the helper's, are back where they were at rest. The time the flood
+// took and the frontend's peak RSS are logged, not judged: they depend on
+// the machine (`make bench` measures the frontend's memory).
 func TestFlood(t *testing.T) {
 	n := newNode(t)
-	metrics := freePort(t)
+	metrics := testutil.FreeLoopback(t)
 	n.startFrontend(t, "--metrics-addr", metrics)
 	n.configure(t, "10.42.1.0/24")
-	pid := n.frontend.cmd.Process.Pid
-	// Settle: let the first resync and the helper connection happen.
-	time.Sleep(1500 * time.Millisecond)
-	baseG, baseFD := metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid)
+	pid := n.frontend.Pid()
+	scrape := newScraper(t, n.ns, metrics)
+	base := n.atRest(t, scrape)
 
 	const conns, perConn = 64, 157
 	var calls, refused, failed atomic.Int64
@@ -147,23 +111,7 @@ func TestFlood(t *testing.T) {
 		t.Fatalf("after the flood: %v %v", st, err)
 	}
 	conn.Close()
-	hwm := procStatus(t, pid, "VmHWM")
-	// Connections are gone: goroutines and descriptors return to the
-	// baseline (gRPC tears a closed connection down asynchronously).
-	var g float64
-	var fd int
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		g, fd = metric(t, n.ns, metrics, "quilt_goroutines"), fds(t, pid)
-		if g <= baseG && fd <= baseFD || time.Now().After(deadline) {
-			break
-		}
-	}
-	t.Logf("%d calls (%d over the size limit) from %d connections in %v; frontend peak RSS %d KiB; goroutines %v -> %v, fds %d -> %d",
-		calls.Load(), refused.Load(), conns, took.Round(time.Millisecond), hwm, baseG, g, baseFD, fd)
-	if g > baseG || fd > baseFD {
-		t.Errorf("leak: goroutines %v (baseline %v), fds %d (baseline %d)", g, baseG, fd, baseFD)
-	}
-	if hwm > 64<<10 {
-		t.Errorf("frontend peak RSS %d KiB, want under 64 MiB", hwm)
-	}
+	t.Logf("%d calls (%d over the size limit) from %d connections in %v; frontend peak RSS %d KiB",
+		calls.Load(), refused.Load(), conns, took.Round(time.Millisecond), procStatus(t, pid, "VmHWM"))
+	n.checkNoLeak(t, scrape, base)
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,12 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -78,39 +76,18 @@ func setup(m *testing.M) (int, error) {
 // requireRoot skips the test without root, or fails it when CI=true.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (network namespaces, setpriv) and CI=true forbids skipping")
-	}
-	t.Skip("needs root to create network namespaces and switch uids; run `sudo make test`")
+	testutil.RequireRoot(t, "network namespaces, setpriv")
 }
-
-// run runs a command and fails the test if it fails.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-var nsCount atomic.Int32
 
 // newNetns makes a named network namespace with lo up and the given vxlan
 // interfaces, and removes it when the test ends.
 func newNetns(t *testing.T, vxlans ...string) string {
 	t.Helper()
 	requireRoot(t)
-	ns := fmt.Sprintf("quilt-e2e-%d-%d", os.Getpid(), nsCount.Add(1))
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	ns := testutil.Netns(t, "quilt-e2e")
 	for i, name := range vxlans {
-		run(t, "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", fmt.Sprint(100+i), "dstport", "4789")
-		run(t, "ip", "-n", ns, "link", "set", name, "up")
+		testutil.Run(t, "ip", "-n", ns, "link", "add", name, "type", "vxlan", "id", fmt.Sprint(100+i), "dstport", "4789")
+		testutil.Run(t, "ip", "-n", ns, "link", "set", name, "up")
 	}
 	return ns
 }
@@ -119,15 +96,15 @@ func newNetns(t *testing.T, vxlans ...string) string {
 // an interface for routes that are not quilt's.
 func addVeth(t *testing.T, ns, name string) {
 	t.Helper()
-	run(t, "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", name+"p")
-	run(t, "ip", "-n", ns, "link", "set", name, "up")
-	run(t, "ip", "-n", ns, "link", "set", name+"p", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", name+"p")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", name, "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", name+"p", "up")
 }
 
 // routes returns the namespace's IPv4 main-table routes, one per line.
 func routes(t *testing.T, ns string, filter ...string) string {
 	t.Helper()
-	return run(t, "ip", append([]string{"-n", ns, "-4", "route", "show", "table", "main"}, filter...)...)
+	return testutil.Run(t, "ip", append([]string{"-n", ns, "-4", "route", "show", "table", "main"}, filter...)...)
 }
 
 // socketDir makes a directory for sockets that uid can write, removed at
@@ -145,65 +122,22 @@ func socketDir(t *testing.T, uid int) string {
 	return dir
 }
 
-// proc is a process started by a test, stopped when the test ends.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, once done
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to d for the process to end and returns its exit error.
-func (p *proc) wait(t *testing.T, d time.Duration) error {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(d):
-		t.Fatalf("process still running after %v:\n%s", d, p.Output())
-		return nil
-	}
-}
-
-// Output returns what the process has written so far.
-func (p *proc) Output() string { return p.out.String() }
-
 // start starts a command in the namespace, optionally under setpriv, and
 // kills it at the end of the test.
-func start(t *testing.T, ns string, setpriv []string, name string, args ...string) *proc {
+func start(t *testing.T, ns string, setpriv []string, name string, args ...string) *testutil.Proc {
 	t.Helper()
 	argv := append([]string{"netns", "exec", ns}, setpriv...)
 	argv = append(append(argv, name), args...)
-	return startCmd(t, exec.Command("ip", argv...))
+	return testutil.StartTest(t, exec.Command("ip", argv...))
 }
 
-// startCmd starts cmd and kills it at the end of the test.
-func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+// stop sends sig to p and waits for it to end, failing the test if it
+// still runs 10s later.
+func stop(t *testing.T, p *testutil.Proc, sig syscall.Signal) {
 	t.Helper()
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
+	if err := p.Stop(sig, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of %s:\n%s", cmd.Args, p.Output())
-		}
-	})
-	return p
 }
 
 // onlyNetAdmin runs a command as uid with CAP_NET_ADMIN as its only
@@ -221,7 +155,7 @@ func unprivileged(uid int) []string {
 
 // startHelper starts the real helper in ns with only CAP_NET_ADMIN, as
 // nobody, admitting allowUID, and waits for its socket.
-func startHelper(t *testing.T, ns string, allowUID int, extra ...string) (*proc, string) {
+func startHelper(t *testing.T, ns string, allowUID int, extra ...string) (*testutil.Proc, string) {
 	t.Helper()
 	sock := filepath.Join(socketDir(t, nobody), "helper.sock")
 	args := append([]string{"--socket", sock, "--allow-uid", fmt.Sprint(allowUID)}, extra...)
@@ -231,19 +165,10 @@ func startHelper(t *testing.T, ns string, allowUID int, extra ...string) (*proc,
 }
 
 // waitFor polls cond until it holds, failing the test after 10s or if p exits.
-func waitFor(t *testing.T, p *proc, cond func() bool) {
+func waitFor(t *testing.T, p *testutil.Proc, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !cond() {
-		if p != nil && p.exited() {
-			t.Fatalf("process exited: %s", p.Output())
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting; output so far:\n%s", p.Output())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := testutil.Until(context.Background(), 10*time.Second, p, cond); err != nil {
+		t.Fatalf("waiting: %v", err)
 	}
 }
 
@@ -306,22 +231,4 @@ func assertClosed(t *testing.T, c *net.UnixConn) {
 	if n, err := c.Read(make([]byte, wire.Size+1)); err != io.EOF {
 		t.Fatalf("want the helper to close the connection, read %d bytes, err %v", n, err)
 	}
-}
-
-// syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -39,8 +39,7 @@ func TestHealthTellsTheTruthAtOnce(t *testing.T) {
 	waitFor(t, fe, func() bool { return status() == healthpb.HealthCheckResponse_SERVING })
 	n.configure(t, "10.42.1.0/24")
 
-	n.helper.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.helper.done
+	stop(t, n.helper, syscall.SIGKILL)
 	r, err := rt.InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
 	if err != nil || r.Success || !strings.Contains(r.Error, "route helper unavailable") {
 		t.Fatalf("InjectRoute with the helper killed: %v, %v; want route helper unavailable", r, err)
@@ -78,7 +77,7 @@ func TestHealthTellsTheTruthAtOnce(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 	waitFor(t, fe, func() bool { return calls.Load() >= 20 })
 	killed := time.Now()
-	n.helper.cmd.Process.Signal(syscall.SIGKILL)
+	n.helper.Cmd.Process.Signal(syscall.SIGKILL)
 	r2, err := stream.Recv()
 	took := time.Since(killed)
 	if err != nil || r2.Status != healthpb.HealthCheckResponse_NOT_SERVING {

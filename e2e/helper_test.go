@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -15,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -61,8 +62,8 @@ func TestHelperOwnership(t *testing.T) {
 	}
 
 	// Foreign routes: one exactly like ours but static, one with a metric.
-	run(t, "ip", "-n", ns, "route", "add", "10.42.5.0/24", "dev", "vxlan100", "proto", "static")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.6.0/24", "dev", "vxlan100", "metric", "50")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.5.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.6.0/24", "dev", "vxlan100", "metric", "50")
 	before := routes(t, ns)
 	want(t, call(t, c, add("10.42.5.0/24", "vxlan100")), wire.StatusConflict, wire.ResultNone)
 	want(t, call(t, c, add("10.42.5.0/24", "vxlan200")), wire.StatusConflict, wire.ResultNone)
@@ -77,8 +78,8 @@ func TestHelperOwnership(t *testing.T) {
 	// might keep for the whole cluster) leaves /24s free for ours; one for
 	// exactly a prefix is a route that is not ours there (conflict); and
 	// our route beneath the covering one is found and removed.
-	run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
-	run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "unreachable", "10.42.0.0/16")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "blackhole", "10.42.8.0/24")
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	want(t, call(t, c, add("10.42.8.0/24", "vxlan100")), wire.StatusConflict, wire.ResultNone)
 	want(t, call(t, c, add("10.42.7.0/24", "vxlan100")), wire.StatusOK, wire.ResultUnchanged)
@@ -87,8 +88,8 @@ func TestHelperOwnership(t *testing.T) {
 	if got := routes(t, ns, "type", "unreachable") + routes(t, ns, "type", "blackhole"); got != "unreachable 10.42.0.0/16 \nblackhole 10.42.8.0/24 \n" {
 		t.Fatalf("the routes that cannot route changed: %q", got)
 	}
-	run(t, "ip", "-n", ns, "route", "del", "unreachable", "10.42.0.0/16")
-	run(t, "ip", "-n", ns, "route", "del", "blackhole", "10.42.8.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "unreachable", "10.42.0.0/16")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "blackhole", "10.42.8.0/24")
 
 	// List: ours only.
 	want(t, call(t, c, add("10.42.3.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
@@ -105,6 +106,7 @@ func TestHelperOwnership(t *testing.T) {
 			listed = append(listed, r.Dst.String()+" "+r.Ifname)
 		}
 	}
+	slices.Sort(listed) // in no order the protocol promises: the helper's view is a map
 	if got, exp := strings.Join(listed, ","), "10.42.2.0/24 vxlan200,10.42.3.0/24 vxlan100"; got != exp || recs[len(recs)-1].Result != wire.ResultDone {
 		t.Fatalf("list: got %q (last %v), want %q then done", got, recs[len(recs)-1].Result, exp)
 	}
@@ -156,7 +158,11 @@ func auditLines(out, peer string) []string {
 				lines = append(lines, "unreadable entry "+entry)
 				continue
 			}
-			line := strings.Join([]string{e[1], e[2], cmp.Or(e[3], `""`), e[4], e[5], e[6]}, " ")
+			dev := e[3]
+			if dev == "" {
+				dev = `""`
+			}
+			line := strings.Join([]string{e[1], e[2], dev, e[4], e[5], e[6]}, " ")
 			if "uid "+m[1] != peer {
 				line += " from uid " + m[1]
 			}
@@ -171,7 +177,7 @@ func auditLines(out, peer string) []string {
 // table stays exactly as it was.
 func TestHelperPolicy(t *testing.T) {
 	ns := newNetns(t, "vxlan100", "vxlan200")
-	run(t, "ip", "-n", ns, "link", "add", "vxlan300", "type", "vxlan", "id", "300", "dstport", "4789")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "vxlan300", "type", "vxlan", "id", "300", "dstport", "4789")
 	_, sock := startHelper(t, ns, os.Getuid(), "--allowed-interface", "vxlan100", "--allowed-interface", "vxlan999")
 	c := dialHelper(t, sock)
 	before := routes(t, ns)
@@ -320,7 +326,7 @@ func TestHelperCapabilities(t *testing.T) {
 	h, sock := startHelper(t, ns, 0)
 	c := dialHelper(t, sock)
 	want(t, call(t, c, wire.Record{Op: wire.OpHello}), wire.StatusOK, wire.ResultNone)
-	checkProcStatus(t, h.cmd.Process.Pid, nobody)
+	checkProcStatus(t, h.Pid(), nobody)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 
 	// Any more than that fails closed, naming the field of /proc/self/status
@@ -345,7 +351,7 @@ func TestHelperCapabilities(t *testing.T) {
 	} {
 		sock := filepath.Join(socketDir(t, nobody), "refused.sock")
 		p := start(t, ns, tc.setpriv, bin, "--socket", sock, "--allow-uid", "0")
-		err := p.wait(t, 10e9)
+		err := p.ExitStatus(t, 10e9)
 		if err == nil || !strings.Contains(p.Output(), "refusing to run with more privileges than CAP_NET_ADMIN") || !strings.Contains(p.Output(), tc.field) {
 			t.Errorf("%s: exit %v, output %q; want it refused, naming %s", tc.name, err, p.Output(), tc.field)
 		}
@@ -409,7 +415,7 @@ func TestHelperSocketActivation(t *testing.T) {
 		filepath.Join(binDir, "quilt-route-helper"), "--socket", "/nonexistent/ignored.sock", "--allow-uid", "0")
 	cmd := exec.Command("ip", args...)
 	cmd.ExtraFiles = []*os.File{f}
-	startCmd(t, cmd)
+	testutil.StartTest(t, cmd)
 	c := dialHelper(t, sock)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	if got := routes(t, ns, "proto", "81"); got != "10.42.2.0/24 dev vxlan100 scope link \n" {
@@ -426,8 +432,8 @@ func TestHelperSocketActivation(t *testing.T) {
 	defer sf.Close()
 	cmd = exec.Command("ip", args...)
 	cmd.ExtraFiles = []*os.File{sf}
-	p := startCmd(t, cmd)
-	if err := p.wait(t, 10e9); err == nil || !strings.Contains(p.Output(), "SOCK_SEQPACKET") {
+	p := testutil.StartTest(t, cmd)
+	if err := p.ExitStatus(t, 10e9); err == nil || !strings.Contains(p.Output(), "SOCK_SEQPACKET") {
 		t.Fatalf("stream socket: exit %v, output %q", err, p.Output())
 	}
 }
@@ -439,7 +445,7 @@ func TestHelperBatch(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
 	h, sock := startHelper(t, ns, os.Getuid(), "--cluster-cidr", "10.40.0.0/14")
 	c := dialHelper(t, sock)
-	run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.40.7.0/24", "dev", "vxlan100", "proto", "static")
 	at := func(b, c byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, c, 0}), 24) }
 	for i := range 6 { // ours before the batch, for its deletes
 		want(t, call(t, c, wire.Record{Op: wire.OpAdd, Tag: 1, Dst: at(41, byte(i)), Ifname: "vxlan100"}), wire.StatusOK, wire.ResultCreated)
@@ -468,20 +474,34 @@ func TestHelperBatch(t *testing.T) {
 	if err != nil || n != wire.MaxBatch*wire.Size {
 		t.Fatalf("answer: %d bytes, %v; want one message of %d records", n, err, wire.MaxBatch)
 	}
+	// Each request's answer, in its place.
+	type answer struct {
+		Tag    uint32
+		Status wire.Status
+		Result wire.Result
+	}
+	var want, got []answer
 	for i, req := range reqs {
-		got, err := wire.Decode(buf[i*wire.Size : (i+1)*wire.Size])
-		st, res := wire.StatusOK, map[bool]wire.Result{true: wire.ResultCreated, false: wire.ResultDeleted}[req.Op == wire.OpAdd]
-		switch i {
-		case 7:
-			st, res = wire.StatusConflict, 0
-		case 200:
-			st, res = wire.StatusOutsideCluster, 0
-		case 201:
-			st, res = wire.StatusIfaceDenied, 0
+		a := answer{Tag: req.Tag, Status: wire.StatusOK, Result: wire.ResultCreated}
+		switch {
+		case i == 7: // 10.40.7.0/24 is the static route's
+			a.Status, a.Result = wire.StatusConflict, 0
+		case i == 200:
+			a.Status, a.Result = wire.StatusOutsideCluster, 0
+		case i == 201:
+			a.Status, a.Result = wire.StatusIfaceDenied, 0
+		case req.Op == wire.OpDelete:
+			a.Result = wire.ResultDeleted
 		}
-		if err != nil || got.Tag != req.Tag || got.Status != st || got.Result != res {
-			t.Errorf("record %d (%v %v): %+v %v; want status %v result %v", i, req.Op, req.Dst, got, err, st, res)
+		want = append(want, a)
+		r, err := wire.Decode(buf[i*wire.Size : (i+1)*wire.Size])
+		if err != nil {
+			t.Fatalf("record %d of the answer: %v", i, err)
 		}
+		got = append(got, answer{Tag: r.Tag, Status: r.Status, Result: r.Result})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the batch's answers (-want +got):\n%s", diff)
 	}
 	if got := strings.Count(routes(t, ns, "proto", "81"), "\n"); got != 250-3 {
 		t.Errorf("%d routes of ours after the batch, want 247", got)

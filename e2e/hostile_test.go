@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -97,8 +98,8 @@ func TestHostileGRPCInputs(t *testing.T) {
 		if err1 != nil || err2 != nil {
 			t.Fatal(err1, err2)
 		}
-		return run(t, "ip", "-n", n.ns, "-4", "-d", "route", "show", "table", "all") +
-			run(t, "ip", "-n", n.ns, "-6", "-d", "route", "show", "table", "all") +
+		return testutil.Run(t, "ip", "-n", n.ns, "-4", "-d", "route", "show", "table", "all") +
+			testutil.Run(t, "ip", "-n", n.ns, "-6", "-d", "route", "show", "table", "all") +
 			protojson.Format(lr) + protojson.Format(la)
 	}
 	helperMutations := func() int { return strings.Count(n.helper.Output(), `msg="route `) }

@@ -15,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/e2e/overlay"
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // TestOverlayThreeNodes is the product's end-to-end proof: three nodes on a
@@ -27,9 +31,11 @@ import (
 // stop when a node leaves, keep reaching each other while a node's helper
 // and frontend are killed and restarted, and reach each other again after
 // the routes are flushed, with no agent call. Run it alone, narrated:
-// `sudo go test -v -run OverlayThreeNodes ./e2e`.
+// `sudo go test -v -run OverlayThreeNodes ./e2e`. The scenario runs in
+// this process: it must end every goroutine it started.
 func TestOverlayThreeNodes(t *testing.T) {
 	requireRoot(t)
+	testutil.CheckGoroutines(t)
 	// Ctrl-C or SIGTERM stops the scenario; Run removes what it made first.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -61,18 +67,21 @@ func TestOverlayThreeNodes(t *testing.T) {
 			t.Errorf("step %s: ok=%v with %d checks", s.Name, s.OK(), len(s.Checks))
 		}
 	}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("steps %v, want %v", got, want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("steps (-want +got):\n%s", diff)
 	}
+	// The heal step checks the routes came back within one resync
+	// interval plus HealSlack; here, only that it was measured.
 	m := rep.Measurements
-	if m.HealSeconds <= 0 || m.HealSeconds > (interval+3*time.Second).Seconds() {
-		t.Errorf("heal took %.3fs, want within one resync interval (%v) plus 3s", m.HealSeconds, interval)
+	if m.HealSeconds <= 0 {
+		t.Errorf("heal: %.3fs measured", m.HealSeconds)
 	}
 	if m.RestartFailures != 0 || m.RestartProbes < 10 {
 		t.Errorf("restart: %d of %d probes failed", m.RestartFailures, m.RestartProbes)
 	}
-	if rep.Cleanup.Namespaces != 13 || len(rep.Cleanup.Leftovers) > 0 {
-		t.Errorf("cleanup: %+v; want 13 namespaces removed and nothing left", rep.Cleanup)
+	// Every namespace the run made (13) removed, and nothing left behind.
+	if diff := cmp.Diff(overlay.Cleanup{Namespaces: 13}, rep.Cleanup, cmpopts.IgnoreFields(overlay.Cleanup{}, "Processes")); diff != "" {
+		t.Errorf("cleanup (-want +got):\n%s", diff)
 	}
 	t.Logf("measured: heal %.3fs (routes back %.3fs); restart: %d probes, %d failed, longest gap %.0fms; control plane down %.2fs",
 		m.HealSeconds, m.RoutesBackSeconds, m.RestartProbes, m.RestartFailures, m.RestartMaxGapMs, m.ControlPlaneDownSeconds)
@@ -87,7 +96,7 @@ func TestOverlayDemoInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testutil.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -179,22 +188,16 @@ func assertGone(t *testing.T, prefix string) {
 }
 
 // removeNamespaces deletes the namespaces whose names start with prefix,
-// first killing what runs in them (processes this test started).
+// with what runs in them (processes this test started).
 func removeNamespaces(t *testing.T, prefix string) {
 	t.Helper()
-	entries, _ := os.ReadDir("/run/netns")
+	entries, _ := os.ReadDir(netns.Dir)
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
-		out, _ := exec.Command("ip", "netns", "pids", e.Name()).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				unix.Kill(pid, unix.SIGKILL)
-			}
-		}
-		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
-			t.Errorf("remove namespace %s: %v: %s", e.Name(), err, out)
+		if _, err := netns.Remove(e.Name()); err != nil {
+			t.Errorf("remove namespace %s: %v", e.Name(), err)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -115,7 +116,7 @@ func newScene(t *testing.T, n neighbourhood) *scene {
 		return recs
 	}}
 	for _, args := range n.setup {
-		run(t, "ip", append([]string{"-n", ns}, args...)...)
+		testutil.Run(t, "ip", append([]string{"-n", ns}, args...)...)
 	}
 	s.foreign = s.notOurs()
 	return s
@@ -126,10 +127,10 @@ func newScene(t *testing.T, n neighbourhood) *scene {
 // link-local routes of its own as addresses settle.)
 func (s *scene) table() []string {
 	var lines []string
-	for line := range strings.Lines(run(s.t, "ip", "-n", s.ns, "-4", "route", "show", "table", "all")) {
+	for line := range strings.Lines(testutil.Run(s.t, "ip", "-n", s.ns, "-4", "route", "show", "table", "all")) {
 		lines = append(lines, strings.TrimSpace(line))
 	}
-	lines = append(lines, "rules: "+strings.Join(strings.Fields(run(s.t, "ip", "-n", s.ns, "rule")), " "))
+	lines = append(lines, "rules: "+strings.Join(strings.Fields(testutil.Run(s.t, "ip", "-n", s.ns, "rule")), " "))
 	slices.Sort(lines)
 	return lines
 }
@@ -191,12 +192,12 @@ func (sc *scene) do(m *model, s step, golden bool) {
 
 // reset puts the neighbourhood's own routes of ours back, and nothing else.
 func (sc *scene) reset(m *model) {
-	run(sc.t, "ip", "-n", sc.ns, "route", "flush", "table", "main", "proto", "81")
+	testutil.Run(sc.t, "ip", "-n", sc.ns, "route", "flush", "table", "main", "proto", "81")
 	for _, args := range sc.n.setup {
 		if slices.Contains(args, "81") {
 			args = slices.Clone(args)
 			args[1] = "append" // beside a foreign route at our metric, if there is one
-			run(sc.t, "ip", append([]string{"-n", sc.ns}, args...)...)
+			testutil.Run(sc.t, "ip", append([]string{"-n", sc.ns}, args...)...)
 		}
 	}
 	*m = model{ours: slices.Sorted(slices.Values(sc.n.ours)), foreign: sc.n.foreign}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 
 	"context"
 	"encoding/binary"
@@ -20,17 +21,6 @@ import (
 
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
-
-// freePort returns a loopback TCP port nobody listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // TestPrivilegeSeparatedAgentSequence runs the product as deployed: the
 // helper with only CAP_NET_ADMIN in a namespace with vxlan100, the frontend
@@ -148,14 +138,14 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 			if !filepath.IsAbs(bin) {
 				bin = filepath.Join(binDir, bin)
 			}
-			addr := freePort(t)
+			addr := testutil.FreeLoopback(t)
 			p := start(t, ns, tc.setpriv, bin, "--grpc-addr", addr, "--helper-socket", filepath.Join(dir, "absent.sock"),
 				"--state-dir", filepath.Join(socketDir(t, nobody), "state"))
 			if tc.want == nil {
 				waitFor(t, p, func() bool { return strings.Contains(p.Output(), "Starting gRPC server on "+addr) })
 				return
 			}
-			err := p.wait(t, 10*time.Second)
+			err := p.ExitStatus(t, 10*time.Second)
 			out := p.Output()
 			if err == nil {
 				t.Fatalf("started; want a refusal naming %q:\n%s", tc.want, out)
@@ -175,11 +165,12 @@ func TestFrontendRefusesPrivileges(t *testing.T) {
 	}
 }
 
-// TestFrontendHelperDown: with no helper, route RPCs fail fast with
-// "route helper unavailable", and health says NOT_SERVING.
+// TestFrontendHelperDown: with no helper, route RPCs are answered, not
+// left hanging (the call's deadline is 5s, the frontend's helper timeout
+// 2s), with "route helper unavailable", and health says NOT_SERVING.
 func TestFrontendHelperDown(t *testing.T) {
 	ns := newNetns(t, "vxlan100")
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	dir := socketDir(t, nobody)
 	fe := start(t, ns, unprivileged(nobody), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", addr,
 		"--helper-socket", filepath.Join(dir, "absent.sock"), "--state-dir", filepath.Join(dir, "state"))
@@ -187,14 +178,14 @@ func TestFrontendHelperDown(t *testing.T) {
 	conn := dialInNetns(t, ns, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	call, cancelCall := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelCall()
 	start := time.Now()
-	r, err := quiltpb.NewQuiltRuntimeClient(conn).InjectRoute(ctx, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
+	r, err := quiltpb.NewQuiltRuntimeClient(conn).InjectRoute(call, &quiltpb.InjectRouteRequest{Destination: "10.42.2.0/24", ViaInterface: "vxlan100"})
 	if err != nil || r.Success || !strings.Contains(r.Error, "route helper unavailable") {
 		t.Fatalf("inject without helper: %v, %v", r, err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("inject without helper took %v", d)
-	}
+	t.Logf("inject without helper answered in %v", time.Since(start))
 	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "quilt.QuiltRuntime"})
 	if err != nil || h.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health without helper: %v, %v", h, err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -59,12 +60,12 @@ func TestIssue11Reproductions(t *testing.T) {
 	requireRoot(t)
 	t.Run("1b a foreign route prepended on a link-down device survives a move", func(t *testing.T) {
 		n, rt, adm := reproNode(t)
-		run(t, "ip", "-n", n.ns, "link", "add", "down1", "type", "veth", "peer", "name", "down1p")
-		run(t, "ip", "-n", n.ns, "link", "set", "down1", "up") // its peer stays down: no carrier
+		testutil.Run(t, "ip", "-n", n.ns, "link", "add", "down1", "type", "veth", "peer", "name", "down1p")
+		testutil.Run(t, "ip", "-n", n.ns, "link", "set", "down1", "up") // its peer stays down: no carrier
 		if r := inject(t, rt, prefixX, "vxlan100"); !r.Success {
 			t.Fatal(r)
 		}
-		run(t, "ip", "-n", n.ns, "route", "prepend", prefixX, "dev", "down1", "proto", "static")
+		testutil.Run(t, "ip", "-n", n.ns, "route", "prepend", prefixX, "dev", "down1", "proto", "static")
 		before := routes(t, n.ns)
 		r := inject(t, rt, prefixX, "vxlan101")
 		if r.Success || !strings.Contains(r.Error, "not managed by quilt") {
@@ -83,9 +84,9 @@ func TestIssue11Reproductions(t *testing.T) {
 	})
 	t.Run("2 a foreign route is not shadowed through a more-specific one", func(t *testing.T) {
 		n, rt, _ := reproNode(t)
-		run(t, "ip", "-n", n.ns, "route", "add", "10.42.50.0/24", "dev", "eth1", "proto", "static", "metric", "100")
-		run(t, "ip", "-n", n.ns, "route", "add", "10.42.50.0/26", "dev", "eth1", "proto", "static")
-		run(t, "ip", "-n", n.ns, "rule", "add", "to", "10.42.50.0/24", "lookup", "main", "pref", "100")
+		testutil.Run(t, "ip", "-n", n.ns, "route", "add", "10.42.50.0/24", "dev", "eth1", "proto", "static", "metric", "100")
+		testutil.Run(t, "ip", "-n", n.ns, "route", "add", "10.42.50.0/26", "dev", "eth1", "proto", "static")
+		testutil.Run(t, "ip", "-n", n.ns, "rule", "add", "to", "10.42.50.0/24", "lookup", "main", "pref", "100")
 		before := routes(t, n.ns)
 		if r := inject(t, rt, "10.42.50.0/24", "vxlan100"); r.Success || !strings.Contains(r.Error, "not managed by quilt") {
 			t.Fatalf("inject over a foreign route at another metric: %v", r)
@@ -108,7 +109,7 @@ func TestIssue11Reproductions(t *testing.T) {
 			if r := inject(t, rt, prefixX, "vxlan100"); !r.Success {
 				t.Fatal(r)
 			}
-			run(t, "ip", append([]string{"-n", n.ns}, cover.ip...)...)
+			testutil.Run(t, "ip", append([]string{"-n", n.ns}, cover.ip...)...)
 			// 4: the agent's re-inject of a route that is ours already.
 			for range 3 {
 				if r := inject(t, rt, prefixX, "vxlan100"); !r.Success {

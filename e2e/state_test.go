@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -30,7 +33,7 @@ const resync = time.Second
 // state dir.
 type node struct {
 	ns, sock, stateDir, addr string
-	helper, frontend         *proc
+	helper, frontend         *testutil.Proc
 	policy                   []string // --allowed-interface flags for both processes, if any
 }
 
@@ -51,7 +54,7 @@ func newNodeAllowing(t *testing.T, allowed []string, vxlans ...string) *node {
 	if len(vxlans) == 0 {
 		vxlans = []string{"vxlan100"}
 	}
-	n := &node{ns: newNetns(t, vxlans...), addr: freePort(t)}
+	n := &node{ns: newNetns(t, vxlans...), addr: testutil.FreeLoopback(t)}
 	for _, ifname := range allowed {
 		n.policy = append(n.policy, "--allowed-interface", ifname)
 	}
@@ -72,7 +75,7 @@ func newNodeAllowing(t *testing.T, allowed []string, vxlans ...string) *node {
 }
 
 // startFrontend starts the frontend and waits until it serves.
-func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
+func (n *node) startFrontend(t *testing.T, extra ...string) *testutil.Proc {
 	t.Helper()
 	args := append([]string{"--grpc-addr", n.addr, "--helper-socket", n.sock, "--state-dir", n.stateDir,
 		"--resync-interval", resync.String()}, n.policy...)
@@ -86,8 +89,7 @@ func (n *node) startFrontend(t *testing.T, extra ...string) *proc {
 // kill9 kills the frontend with SIGKILL and waits for it.
 func (n *node) kill9(t *testing.T) {
 	t.Helper()
-	n.frontend.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.frontend.done
+	stop(t, n.frontend, syscall.SIGKILL)
 }
 
 // clients returns the agent's and the admin's clients on one connection.
@@ -121,16 +123,11 @@ func ours(t *testing.T, ns string) string { return routes(t, ns, "proto", "81") 
 func waitRoutes(t *testing.T, ns, want string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		got := ours(t, ns)
-		if got == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("after %v our routes are:\n%s\nwant:\n%s", limit, got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var got string
+	if err := testutil.Until(context.Background(), limit, nil, func() bool { got = ours(t, ns); return got == want }); err != nil {
+		t.Fatalf("after %v our routes are:\n%s\nwant:\n%s", limit, got, want)
 	}
+	return time.Since(start)
 }
 
 // TestStatePersistsAcrossRestart: configure, allocate and inject; kill -9
@@ -170,7 +167,7 @@ func TestStatePersistsAcrossRestart(t *testing.T) {
 	}
 
 	n.kill9(t)
-	run(t, "ip", "-n", n.ns, "route", "flush", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "flush", "proto", "81")
 	waitRoutes(t, n.ns, "", 0)
 	restarted := time.Now()
 	n.startFrontend(t)
@@ -218,44 +215,50 @@ func TestDriftRepair(t *testing.T) {
 	want := "10.42.2.0/24 dev vxlan100 scope link \n10.42.3.0/24 dev vxlan100 scope link \n"
 	waitRoutes(t, n.ns, want, 0)
 
-	run(t, "ip", "-n", n.ns, "route", "del", "10.42.2.0/24")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "del", "10.42.2.0/24")
 	took := waitRoutes(t, n.ns, want, resync+2*time.Second)
 	t.Logf("deleted route back after %v (interval %v)", took, resync)
 
-	run(t, "ip", "-n", n.ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
 	took = waitRoutes(t, n.ns, want, resync+2*time.Second)
 	t.Logf("stray route removed after %v", took)
 
 	// Replace ours for 10.42.3.0/24 by a static route, in one request (a
 	// delete and then an add would race the repair of the delete): a
 	// conflict.
-	run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "replace", "10.42.3.0/24", "dev", "vxlan100", "proto", "static")
 	foreign := routes(t, n.ns, "proto", "static")
-	deadline := time.Now().Add(resync + 3*time.Second)
 	var st *quiltpb.GetStatusResponse
-	for {
-		var err error
-		if st, err = adm.GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil {
-			t.Fatal(err)
-		}
-		if st.LastResync.Conflicts == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("conflict not reported: %v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
+	reported := func() bool { st = getStatus(t, adm); return st.LastResync.Conflicts == 1 }
+	if err := testutil.Until(ctx, resync+3*time.Second, nil, reported); err != nil {
+		t.Fatalf("conflict not reported: %v: %v", err, st)
 	}
-	if st.LastResync.Ok || st.DesiredRoutes != 2 || st.InstalledRoutes != 1 {
-		t.Errorf("status with a conflict: %v", st)
+	wantStatus := &quiltpb.GetStatusResponse{DesiredRoutes: 2, InstalledRoutes: 1, HelperAvailable: true, InstalledRoutesNow: 1, InSyncRoutesNow: 1,
+		LastResync: &quiltpb.ResyncStatus{Conflicts: 1}}
+	if diff := cmp.Diff(wantStatus, st, stateOnly); diff != "" {
+		t.Errorf("status with a conflict (-want +got):\n%s", diff)
 	}
 	lr, err := adm.ListRoutes(ctx, &quiltpb.ListRoutesRequest{})
-	if err != nil || len(lr.Routes) != 2 || lr.Routes[1].State != quiltpb.RouteState_ROUTE_STATE_CONFLICT || !strings.Contains(lr.Routes[1].Detail, "not quilt's") {
-		t.Fatalf("routes with a conflict: %v %v", lr, err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(resync + 200*time.Millisecond) // another resync: still untouched
-	if got := routes(t, n.ns, "proto", "static"); got != foreign {
-		t.Fatalf("the foreign route was touched: %q, was %q", got, foreign)
+	wantRoutes := &quiltpb.ListRoutesResponse{HelperAvailable: true, Routes: []*quiltpb.RouteStatus{
+		{Destination: "10.42.2.0/24", DesiredInterface: "vxlan100", InstalledInterface: "vxlan100", State: quiltpb.RouteState_ROUTE_STATE_IN_SYNC},
+		{Destination: "10.42.3.0/24", DesiredInterface: "vxlan100", State: quiltpb.RouteState_ROUTE_STATE_CONFLICT,
+			Detail: "a route for 10.42.3.0/24 exists and is not quilt's; left alone"},
+	}}
+	if diff := cmp.Diff(wantRoutes, lr, stateOnly); diff != "" {
+		t.Fatalf("routes with a conflict (-want +got):\n%s", diff)
+	}
+	// Two more resyncs, started after the conflict was seen: both report
+	// it again, and neither touches the foreign route.
+	for range 2 {
+		if r := nextResync(t, adm, time.Now()); r.Conflicts != 1 || r.Ok {
+			t.Errorf("a later resync: %v; want the conflict reported again", r)
+		}
+		if got := routes(t, n.ns, "proto", "static"); got != foreign {
+			t.Fatalf("the foreign route was touched: %q, was %q", got, foreign)
+		}
 	}
 	if !strings.Contains(n.frontend.Output(), "resync: desired route is held by a route that is not quilt's") {
 		t.Errorf("conflict not logged")
@@ -288,7 +291,7 @@ func TestStartRefusesBadState(t *testing.T) {
 		}
 		p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
 			"--helper-socket", n.sock, "--state-dir", n.stateDir)
-		err := p.wait(t, 10*time.Second)
+		err := p.ExitStatus(t, 10*time.Second)
 		out := p.Output()
 		if err == nil || !strings.Contains(out, tc.says) || !strings.Contains(out, path) || strings.Contains(out, "Starting gRPC server") {
 			t.Errorf("%s: exit %v, output:\n%s", tc.name, err, out)
@@ -327,6 +330,7 @@ type ledger struct {
 	state    map[string]string // key -> acknowledged value ("" = absent)
 	unsure   map[string]bool
 	attempts int
+	acks     int
 }
 
 func (l *ledger) send(key string) {
@@ -340,6 +344,24 @@ func (l *ledger) ack(key, value string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.state[key], l.unsure[key] = value, false
+	l.acks++
+}
+
+// acked is how many operations the server has acknowledged so far.
+func (l *ledger) acked() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acks
+}
+
+// waitAcks waits until count reaches want, failing the test if it has
+// not after 30s: the server stopped acknowledging, or the clients
+// stopped asking (a storm's clients may stop at their first failure).
+func waitAcks(t *testing.T, what string, count func() int, want int) {
+	t.Helper()
+	if err := testutil.Until(context.Background(), 30*time.Second, nil, func() bool { return count() >= want }); err != nil {
+		t.Fatalf("%s: %d acknowledgements, want %d: %v; the server stopped acknowledging, or the clients stopped asking", what, count(), want, err)
+	}
 }
 
 // check compares every surely known key with have and returns the number
@@ -393,7 +415,7 @@ func TestKillStorm(t *testing.T) {
 						return // the server is gone
 					}
 					allocs.ack(id, a.Ip)
-					if i%2 == 1 { // release the previous one: the pool never runs dry
+					if i > 0 { // release the previous one: the pool never runs dry
 						prev := fmt.Sprintf("r%d-w%d-%d", round, w, i-1)
 						allocs.send(prev)
 						if _, err := adm.ReleaseIP(ctx, &quiltpb.ReleaseIPRequest{ContainerId: prev}); err != nil {
@@ -418,7 +440,10 @@ func TestKillStorm(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
+		// The frontend dies at a random point of the storm: after 1 to
+		// 200 acknowledged changes.
+		acked := func() int { return allocs.acked() + routesL.acked() }
+		waitAcks(t, "the storm", acked, acked()+1+rand.IntN(200))
 		n.kill9(t)
 		cancel()
 		wg.Wait()
@@ -505,7 +530,7 @@ func TestStartMigratesSchema1(t *testing.T) {
 	bad := writeSchema1(t, path, "c1", "10.42.1.10", "c2", "10.42.7.11")
 	p := start(t, n.ns, unprivileged(frontendUID), filepath.Join(binDir, "quilt-runtime"), "--grpc-addr", n.addr,
 		"--helper-socket", n.sock, "--state-dir", n.stateDir)
-	if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "10.42.7.11") {
+	if err := p.ExitStatus(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "10.42.7.11") {
 		t.Fatalf("a schema-1 file with an address outside its subnet: exit %v\n%s", err, p.Output())
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(bad) {
@@ -523,15 +548,24 @@ func TestStartMigratesSchema1(t *testing.T) {
 	}
 	_, adm, conn := n.clients(t)
 	defer conn.Close()
-	for id, ip := range map[string]string{"c1": "10.42.1.10", "web-2": "10.42.1.11"} {
-		r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: id})
-		if err != nil || r.Ip != ip || !r.Existing {
-			t.Errorf("%s after the migration: %v %v, want %s existing", id, r, err, ip)
-		}
+	allocated := func(ip string, existing bool) *quiltpb.AllocateIPResponse {
+		return &quiltpb.AllocateIPResponse{Ip: ip, PrefixLength: 24, Gateway: "10.42.1.1", Subnet: "10.42.1.0/24", ClusterCidr: "10.42.0.0/16", Existing: existing}
 	}
-	r, err := adm.AllocateIP(ctxT(t), &quiltpb.AllocateIPRequest{ContainerId: "web-2", InterfaceName: "eth1"})
-	if err != nil || r.Ip != "10.42.1.12" || r.Existing {
-		t.Errorf("a new interface after the migration: %v %v, want 10.42.1.12", r, err)
+	for _, tc := range []struct {
+		req  *quiltpb.AllocateIPRequest
+		want *quiltpb.AllocateIPResponse
+	}{
+		{&quiltpb.AllocateIPRequest{ContainerId: "c1"}, allocated("10.42.1.10", true)},
+		{&quiltpb.AllocateIPRequest{ContainerId: "web-2"}, allocated("10.42.1.11", true)},
+		{&quiltpb.AllocateIPRequest{ContainerId: "web-2", InterfaceName: "eth1"}, allocated("10.42.1.12", false)}, // a new interface
+	} {
+		r, err := adm.AllocateIP(ctxT(t), tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, r, protocmp.Transform()); diff != "" {
+			t.Errorf("AllocateIP(%v) after the migration (-want +got):\n%s", tc.req, diff)
+		}
 	}
 	lr, err := adm.ListRoutes(ctxT(t), &quiltpb.ListRoutesRequest{})
 	if err != nil || len(lr.Routes) != 1 || lr.Routes[0].DesiredInterface != "vxlan100" {

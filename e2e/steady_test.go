@@ -5,16 +5,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
 // logMark is a position in a process's output.
 type logMark struct {
-	p   *proc
+	p   *testutil.Proc
 	off int
 }
 
-func mark(p *proc) logMark { return logMark{p, len(p.Output())} }
+func mark(p *testutil.Proc) logMark { return logMark{p, len(p.Output())} }
 
 // since returns the output written after m.
 func (m logMark) since() string { return m.p.Output()[m.off:] }
@@ -87,8 +91,11 @@ func TestSteadyStateLogs(t *testing.T) {
 	}
 	// Right after the injects, the status shows them held, whenever the
 	// last resync ran.
-	if st, err := adm.GetStatus(ctx, &quiltpb.GetStatusRequest{}); err != nil || st.InstalledRoutesNow != 255 || st.InSyncRoutesNow != 255 || st.DesiredRoutes != 255 {
-		t.Errorf("status after round 1: %v %v; want 255 desired, installed now and in sync", st, err)
+	whenever := protocmp.IgnoreFields(&quiltpb.GetStatusResponse{}, "installed_routes", "last_resync")
+	want := &quiltpb.GetStatusResponse{Subnet: "10.42.0.0/24", Gateway: "10.42.0.1", Allocations: 1, Capacity: 245,
+		DesiredRoutes: 255, InstalledRoutesNow: 255, InSyncRoutesNow: 255, HelperAvailable: true}
+	if diff := cmp.Diff(want, getStatus(t, adm), stateOnly, whenever); diff != "" {
+		t.Errorf("status after round 1 (-want +got):\n%s", diff)
 	}
 	quiet := func(what string, front, helper string) {
 		t.Helper()
@@ -107,7 +114,7 @@ func TestSteadyStateLogs(t *testing.T) {
 	// A route deleted by hand: the watch re-adds it, and says so as a
 	// resync would.
 	fm, hm = mark(fe), mark(n.helper)
-	run(t, "ip", "-n", n.ns, "route", "del", "10.42.77.0/24", "proto", "81")
+	testutil.Run(t, "ip", "-n", n.ns, "route", "del", "10.42.77.0/24", "proto", "81")
 	waitFor(t, fe, func() bool {
 		return strings.Contains(fm.since(), "resync: re-added missing route 10.42.77.0/24 dev vxlan100")
 	})

@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
@@ -171,7 +172,7 @@ func (s *standIn) held() int {
 // listening socket, LISTEN_PID, LISTEN_FDS=1 and LISTEN_FDNAMES=grpc set
 // to the service's own pid, the socket as fd 3. sh, ip netns exec and
 // setpriv all exec in place, so sh's pid is the frontend's.
-func startActivated(t *testing.T, ns string, env []string, listening *os.File, args ...string) *proc {
+func startActivated(t *testing.T, ns string, env []string, listening *os.File, args ...string) *testutil.Proc {
 	t.Helper()
 	script := ""
 	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "WATCHDOG_USEC=") }) {
@@ -186,7 +187,7 @@ func startActivated(t *testing.T, ns string, env []string, listening *os.File, a
 	if listening != nil {
 		cmd.ExtraFiles = []*os.File{listening}
 	}
-	return startCmd(t, cmd)
+	return testutil.StartTest(t, cmd)
 }
 
 // stateDir makes a state directory the frontend's uid owns.
@@ -214,7 +215,7 @@ func TestSystemdNotify(t *testing.T) {
 	helper := startStandIn(t, frontendUID)
 	helper.hold.Store(true) // the first resync waits until the test lets it go
 	n := listenNotify(t)
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec)},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "30s", "--resync-interval", "1s")
 	waitFor(t, fe, func() bool {
@@ -232,7 +233,7 @@ func TestSystemdNotify(t *testing.T) {
 	released := helper.release()
 	waitFor(t, fe, func() bool { return len(n.With("READY=1")) > 0 })
 	ready := n.With("READY=1")[0]
-	pid := int32(fe.cmd.Process.Pid)
+	pid := int32(fe.Pid())
 	if ready.Pid != pid || ready.At.Before(released) {
 		t.Errorf("READY=1 from pid %d at %v; want the main pid %d, after the first list was answered at %v", ready.Pid, ready.At, pid, released)
 	}
@@ -282,7 +283,7 @@ func TestSystemdWatchdogStopsWhenResyncBlocked(t *testing.T) {
 	ns := newNetns(t)
 	helper := startStandIn(t, frontendUID)
 	n := listenNotify(t)
-	addr := freePort(t)
+	addr := testutil.FreeLoopback(t)
 	fe := startActivated(t, ns, []string{"NOTIFY_SOCKET=" + n.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdogUSec), "GOTRACEBACK=all"},
 		nil, "--grpc-addr", addr, "--helper-socket", helper.sock, "--state-dir", stateDir(t), "--helper-timeout", "60s", "--resync-interval", "1s")
 	waitFor(t, fe, func() bool { return len(n.With("READY=1")) == 1 && len(n.With("WATCHDOG=1")) >= 2 })
@@ -305,11 +306,10 @@ func TestSystemdWatchdogStopsWhenResyncBlocked(t *testing.T) {
 		t.Errorf("%d WATCHDOG=1 after the resync blocked", after-before)
 	}
 	t.Logf("no WATCHDOG=1 for %v (period %v) with the resync blocked on the helper", silent, period)
-	fe.cmd.Process.Signal(syscall.SIGABRT) // WatchdogSignal=, systemd's default
-	<-fe.done
-	ws, ok := fe.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	stop(t, fe, syscall.SIGABRT) // WatchdogSignal=, systemd's default
+	ws, ok := fe.Cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok || !(ws.Signaled() && ws.Signal() == syscall.SIGABRT || ws.ExitStatus() == 2) {
-		t.Errorf("after SIGABRT: %v", fe.cmd.ProcessState)
+		t.Errorf("after SIGABRT: %v", fe.Cmd.ProcessState)
 	}
 	if out := fe.Output(); !strings.Contains(out, "reconcile.(*Reconciler).ResyncLoop") || !strings.Contains(out, "helperclient.(*Client).List") {
 		t.Errorf("the dump does not show the resync loop waiting on the helper's list:\n%s", out)
@@ -336,7 +336,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	}
 	t.Cleanup(func() { sock.Close() })
 	args := []string{"--grpc-addr", n.addr, "--helper-socket", n.sock, "--state-dir", n.stateDir, "--resync-interval", resync.String()}
-	start := func() *proc {
+	start := func() *testutil.Proc {
 		t.Helper()
 		p := startActivated(t, n.ns, nil, sock, args...)
 		waitFor(t, p, func() bool { return strings.Contains(p.Output(), "Starting gRPC server on "+n.addr) })
@@ -391,8 +391,8 @@ func TestRestartUnderLoad(t *testing.T) {
 		if k == restarts {
 			break
 		}
-		fe.cmd.Process.Signal(syscall.SIGTERM)
-		if err := fe.wait(t, 10*time.Second); err != nil {
+		fe.Cmd.Process.Signal(syscall.SIGTERM)
+		if err := fe.ExitStatus(t, 10*time.Second); err != nil {
 			t.Fatalf("frontend exit on SIGTERM: %v\n%s", err, fe.Output())
 		}
 		fe = start()

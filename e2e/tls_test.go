@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,8 +137,7 @@ func TestTLS(t *testing.T) {
 	if err := served(dialWith(t, n.ns, n.addr, tlsClient())); err != nil {
 		t.Errorf("a TLS client was refused: %v", err)
 	}
-	fe.cmd.Process.Kill()
-	<-fe.done
+	stop(t, fe, syscall.SIGKILL)
 
 	// mTLS.
 	n.startFrontend(t, "--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", caFile)
@@ -163,12 +163,11 @@ func TestTLS(t *testing.T) {
 	common := []string{"--helper-socket", n.sock, "--state-dir", filepath.Join(dir, "state2")}
 	for _, addr := range []string{"0.0.0.0" + port, "[::]" + port, "vsock://3" + port} {
 		p := start(t, n.ns, unprivileged(frontendUID), bin, append([]string{"--grpc-addr", addr}, common...)...)
-		if err := p.wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "refusing plaintext gRPC on "+addr) {
+		if err := p.ExitStatus(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "refusing plaintext gRPC on "+addr) {
 			t.Errorf("plaintext on %s: %v\n%s", addr, err, p.Output())
 		}
 	}
-	n.frontend.cmd.Process.Kill()
-	<-n.frontend.done
+	stop(t, n.frontend, syscall.SIGKILL)
 	p := start(t, n.ns, unprivileged(frontendUID), bin, append([]string{"--grpc-addr", "0.0.0.0" + port, "--insecure"}, common...)...)
 	waitFor(t, p, func() bool { return strings.Contains(p.Output(), "Starting gRPC server on 0.0.0.0"+port) })
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -13,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
 
@@ -22,8 +27,11 @@ func watch(t *testing.T, sock string) *net.UnixConn {
 	t.Helper()
 	w := dialHelper(t, sock)
 	recs, err := exchange(w, wire.Record{Op: wire.OpWatch, Tag: 9}.Append(nil))
-	if err != nil || len(recs) != 1 || recs[0].Result != wire.ResultResync || recs[0].Tag != 9 {
-		t.Fatalf("the watch's first message: %+v %v; want one resync event", recs, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]wire.Record{{Op: wire.OpWatch, Tag: 9, Result: wire.ResultResync}}, recs, cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
+		t.Fatalf("the watch's first message: want one resync event (-want +got):\n%s", diff)
 	}
 	return w
 }
@@ -80,14 +88,14 @@ func TestHelperWatch(t *testing.T) {
 	// Our own changes are no news; a deletion by hand is, alone.
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan100")), wire.StatusOK, wire.ResultCreated)
 	want(t, call(t, c, add("10.42.2.0/24", "vxlan101")), wire.StatusOK, wire.ResultMoved)
-	run(t, "ip", "-n", ns, "route", "del", "10.42.2.0/24")
+	testutil.Run(t, "ip", "-n", ns, "route", "del", "10.42.2.0/24")
 	if got, resync := changed(events(t, w)); !slices.Equal(got, []string{"10.42.2.0/24"}) || resync {
 		t.Fatalf("after a deletion by hand: %v (resync %v); want only 10.42.2.0/24", got, resync)
 	}
 	// A foreign route appearing at a node subnet; routes elsewhere are no news.
-	run(t, "ip", "-n", ns, "route", "add", "10.43.3.0/24", "dev", "eth1")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/25", "dev", "eth1")
-	run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/24", "dev", "eth1", "proto", "static", "metric", "5")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.43.3.0/24", "dev", "eth1")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/25", "dev", "eth1")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.3.0/24", "dev", "eth1", "proto", "static", "metric", "5")
 	if got, _ := changed(events(t, w)); !slices.Equal(got, []string{"10.42.3.0/24"}) {
 		t.Fatalf("after a foreign route appeared: %v; want only 10.42.3.0/24", got)
 	}
@@ -96,12 +104,12 @@ func TestHelperWatch(t *testing.T) {
 	for _, dst := range []string{"10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24"} {
 		want(t, call(t, c, add(dst, "vxlan101")), wire.StatusOK, wire.ResultCreated)
 	}
-	run(t, "ip", "-n", ns, "link", "set", "vxlan101", "down")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan101", "down")
 	if got, _ := changed(events(t, w)); !slices.Equal(got, []string{"10.42.4.0/24", "10.42.5.0/24", "10.42.6.0/24"}) {
 		t.Fatalf("after vxlan101 went down: %v", got)
 	}
 	want(t, call(t, c, add("10.42.4.0/24", "vxlan101")), wire.StatusNoIface, wire.ResultNone)
-	run(t, "ip", "-n", ns, "link", "set", "vxlan101", "up")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan101", "up")
 	if _, resync := changed(events(t, w)); !resync {
 		t.Fatal("vxlan101 came up, and the watcher was not told to resync")
 	}
@@ -137,7 +145,7 @@ func TestHelperWatch(t *testing.T) {
 	// and tells the watcher to resync, and answers requests as the kernel
 	// has it.
 	w = watch(t, sock)
-	h.cmd.Process.Signal(syscall.SIGSTOP)
+	h.Cmd.Process.Signal(syscall.SIGSTOP)
 	script.Reset()
 	for i := range 40000 {
 		fmt.Fprintf(&script, "route add 10.42.%d.0/24 dev eth1 proto static metric %d\n", 100+i%100, 1000+i/100)
@@ -145,7 +153,7 @@ func TestHelperWatch(t *testing.T) {
 	fmt.Fprintf(&script, "route add 10.42.7.0/24 dev eth1 proto static\n")
 	fmt.Fprintf(&script, "route add 10.42.8.0/24 dev vxlan100 proto 81\n")
 	ipBatch(t, ns, script.String())
-	h.cmd.Process.Signal(syscall.SIGCONT)
+	h.Cmd.Process.Signal(syscall.SIGCONT)
 	for resync := false; !resync; {
 		_, resync = changed(events(t, w))
 	}
@@ -171,7 +179,7 @@ func TestHelperWatch(t *testing.T) {
 	if !slices.Equal(listed, kernel) {
 		t.Fatalf("after lost notifications the helper lists\n%v\nthe kernel holds\n%v", listed, kernel)
 	}
-	if !strings.Contains(h.Output(), "route helper serving") || h.exited() {
+	if !strings.Contains(h.Output(), "route helper serving") || h.Exited() {
 		t.Fatalf("the helper stopped:\n%s", h.Output())
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // repo is the top of the source tree, relative to this package.
@@ -71,13 +71,7 @@ func TestMain(m *testing.M) {
 // requireRoot skips the test without root, or fails it when CI=true.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root and CI=true forbids skipping")
-	}
-	t.Skip("needs root (namespaces, other uids, dpkg in a chroot); run `sudo make test`")
+	testutil.RequireRoot(t, "namespaces, other uids, dpkg in a chroot")
 }
 
 // requireTool skips the test when a program is missing, or fails it when
@@ -98,17 +92,6 @@ func requireTool(t *testing.T, names ...string) {
 	}
 }
 
-// run runs a command and fails the test if it fails; it returns stdout
-// and stderr together.
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // runSplit runs a command and returns its stdout and stderr apart.
 func runSplit(name string, args ...string) (stdout, stderr string, err error) {
 	var o, e bytes.Buffer
@@ -124,22 +107,4 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		err = os.WriteFile(dst, b, mode)
 	}
 	return err
-}
-
-// syncBuffer collects a process's output while a test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,7 +2,9 @@ package packaging_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 var (
@@ -108,28 +113,13 @@ mount -t tmpfs -o mode=1777 tmpfs "$d/merged/tmp"
 echo ready
 exec chroot "$d/merged" sleep 3600`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	p := testutil.StartTest(t, cmd)
+	c := &chroot{pid: p.Pid(), root: fmt.Sprintf("/proc/%d/root", p.Pid())}
+	ready := func() bool { link, _ := os.Readlink(c.root); return strings.HasSuffix(link, "/merged") }
+	if err := testutil.Until(context.Background(), 10*time.Second, p, ready); err != nil {
+		t.Fatalf("overlay root: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	c := &chroot{pid: cmd.Process.Pid, root: fmt.Sprintf("/proc/%d/root", cmd.Process.Pid)}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-done:
-			t.Fatalf("overlay root: %s", out.String())
-		default:
-		}
-		if link, _ := os.Readlink(c.root); strings.HasSuffix(link, "/merged") {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("overlay root not ready: %s", out.String())
-		}
-	}
+	return c
 }
 
 // exec runs a command inside the chroot (its mount namespace and root),
@@ -233,12 +223,20 @@ func TestDebInstall(t *testing.T) {
 		"/usr/share/doc/quilt-runtime/changelog.Debian.gz":        {"", reg | 0o644},
 		"/usr/share/lintian/overrides/quilt-runtime":              {"deb/lintian-overrides", reg | 0o644},
 	}
-	for path, want := range files {
-		st, err := c.stat(path)
-		if err != nil || st.mode != want.mode || st.uid != 0 || st.gid != 0 {
-			t.Errorf("%s: %+v %v; want mode %o root:root", path, st, err, want.mode)
-			continue
+	// One line a file: its path, type and mode, owner.
+	var wantFiles, gotFiles []string
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		wantFiles = append(wantFiles, fmt.Sprintf("%s %o 0:0", path, files[path].mode))
+		if st, err := c.stat(path); err != nil {
+			gotFiles = append(gotFiles, fmt.Sprintf("%s: %v", path, err))
+		} else {
+			gotFiles = append(gotFiles, fmt.Sprintf("%s %o %d:%d", path, st.mode, st.uid, st.gid))
 		}
+	}
+	if diff := cmp.Diff(wantFiles, gotFiles); diff != "" {
+		t.Errorf("installed files (-want +got):\n%s", diff)
+	}
+	for path, want := range files {
 		if want.src != "" {
 			got, _ := os.ReadFile(filepath.Join(c.root, path))
 			src, _ := os.ReadFile(want.src)
@@ -324,7 +322,7 @@ func TestDebInstall(t *testing.T) {
 	// iproute2 names our route protocol: in a throwaway network namespace,
 	// a route of protocol 81 shows as "proto quilt".
 	ns := newNetns(t)
-	run(t, "ip", "-n", ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
+	testutil.Run(t, "ip", "-n", ns, "route", "add", "10.42.9.0/24", "dev", "vxlan100", "proto", "81")
 	if out, err := c.exec(ns, "ip", "-4", "route", "show", "proto", "quilt"); err != nil || !strings.Contains(out, "10.42.9.0/24 dev vxlan100") {
 		t.Errorf("ip route show proto quilt: %v %q", err, out)
 	}
@@ -390,7 +388,7 @@ func TestManPages(t *testing.T) {
 	requireTool(t, "man", "dpkg-deb")
 	deb := buildDeb(t)
 	root := t.TempDir()
-	run(t, "dpkg-deb", "-x", deb, root)
+	testutil.Run(t, "dpkg-deb", "-x", deb, root)
 	for page, want := range map[string][]string{
 		"usr/share/man/man8/quilt-runtime.8.gz": {"--grpc-addr", "--grpc-socket-group", "--metrics-addr", "--helper-socket"},
 		"usr/share/man/man8/quilt-route-helper.8.gz": {"--socket", "--allow-uid", "--cluster-cidr", "--node-prefix-len", "--allowed-interface",

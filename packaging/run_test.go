@@ -1,8 +1,8 @@
 package packaging_test
 
 import (
+	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -13,14 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// makeRun is one `make run` (or packaging/dev/run.sh) the test started.
-type makeRun struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
+)
 
 var runPidRE = regexp.MustCompile(`make run: pid (\d+), namespace (\S+), files in (\S+)`)
 
@@ -29,63 +24,25 @@ var runPidRE = regexp.MustCompile(`make run: pid (\d+), namespace (\S+), files i
 // 127.0.0.1:50051 and 127.0.0.1:9542 otherwise, which runs side by side
 // would share), and waits until it serves. It returns the run and the
 // script's pid, namespace and directory.
-func startRun(t *testing.T, argv ...string) (*makeRun, int, string, string) {
+func startRun(t *testing.T, argv ...string) (*testutil.Proc, int, string, string) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "ADDR="+freeLoopback(t), "METRICS_ADDR="+freeLoopback(t), "SANDBOX=1")
+	cmd.Env = append(os.Environ(), "ADDR="+testutil.FreeLoopback(t), "METRICS_ADDR="+testutil.FreeLoopback(t), "SANDBOX=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	r := &makeRun{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = r.out, r.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	r := testutil.StartTest(t, cmd) // kills the top process; this, its group:
+	t.Cleanup(func() { syscall.Kill(-r.Pid(), syscall.SIGKILL) })
+	// The first make run builds.
+	serving := func() bool { return strings.Contains(r.Output(), "quilt-runtime is serving on") }
+	if err := testutil.Until(context.Background(), 2*time.Minute, r, serving); err != nil {
+		t.Fatalf("%s: %v", strings.Join(argv, " "), err)
 	}
-	go func() { cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-r.done
-		if t.Failed() {
-			t.Logf("%s:\n%s", strings.Join(argv, " "), r.out.String())
-		}
-	})
-	deadline := time.Now().Add(2 * time.Minute) // the first make run builds
-	for !strings.Contains(r.out.String(), "quilt-runtime is serving on") {
-		select {
-		case <-r.done:
-			t.Fatalf("%s ended before serving:\n%s", strings.Join(argv, " "), r.out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not serving after 2m:\n%s", strings.Join(argv, " "), r.out.String())
-		}
-	}
-	m := runPidRE.FindStringSubmatch(r.out.String())
+	m := runPidRE.FindStringSubmatch(r.Output())
 	if m == nil {
-		t.Fatalf("no pid line in:\n%s", r.out.String())
+		t.Fatalf("no pid line in:\n%s", r.Output())
 	}
 	pid, _ := strconv.Atoi(m[1])
 	return r, pid, m[2], m[3]
-}
-
-// freeLoopback returns a loopback address nobody listens on right now.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// wait waits up to d for the run's top process to end.
-func (r *makeRun) wait(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case <-r.done:
-	case <-time.After(d):
-		t.Fatalf("still running after %v:\n%s", d, r.out.String())
-	}
 }
 
 // leftovers lists what a run of script pid left: the script itself, any
@@ -115,16 +72,9 @@ func leftovers(t *testing.T, pid int, ns, dir string) []string {
 // awaitClean waits until the run left nothing, or fails naming what stays.
 func awaitClean(t *testing.T, pid int, ns, dir string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		left := leftovers(t, pid, ns, dir)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("left behind: %s", strings.Join(left, ", "))
-		}
-		time.Sleep(50 * time.Millisecond)
+	var left []string
+	if err := testutil.Until(context.Background(), 15*time.Second, nil, func() bool { left = leftovers(t, pid, ns, dir); return len(left) == 0 }); err != nil {
+		t.Fatalf("left behind: %s (%v)", strings.Join(left, ", "), err)
 	}
 }
 
@@ -171,9 +121,9 @@ func TestMakeRunCleansUp(t *testing.T) {
 					t.Fatalf("a serving run should show its script, namespace and directory, and its processes: %q", left)
 				}
 				if tc.stop != nil {
-					tc.stop(r.cmd, pid)
+					tc.stop(r.Cmd, pid)
 				}
-				r.wait(t, 30*time.Second)
+				r.ExitStatus(t, 30*time.Second)
 				awaitClean(t, pid, ns, dir)
 			})
 		}
@@ -181,26 +131,23 @@ func TestMakeRunCleansUp(t *testing.T) {
 	t.Run("SIGKILL, then the next run sweeps", func(t *testing.T) {
 		r, pid, ns, dir := startRun(t, script...)
 		syscall.Kill(pid, syscall.SIGKILL)
-		r.wait(t, 10*time.Second)
+		r.ExitStatus(t, 10*time.Second)
 		// Its processes die with it (--pdeathsig); nothing else is removed.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			left := leftovers(t, pid, ns, dir)
-			if strings.Join(left, ", ") == "namespace "+ns+", directory "+dir {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after SIGKILL of the script, left: %q; want only its namespace and directory", left)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var left []string
+		onlyFiles := func() bool {
+			left = leftovers(t, pid, ns, dir)
+			return strings.Join(left, ", ") == "namespace "+ns+", directory "+dir
+		}
+		if err := testutil.Until(context.Background(), 15*time.Second, nil, onlyFiles); err != nil {
+			t.Fatalf("after SIGKILL of the script, left: %q; want only its namespace and directory (%v)", left, err)
 		}
 		next, pid2, ns2, dir2 := startRun(t, script...)
-		if !strings.Contains(next.out.String(), "swept namespace "+ns) || !strings.Contains(next.out.String(), "swept "+dir) {
-			t.Errorf("the next run did not say it swept %s and %s:\n%s", ns, dir, next.out.String())
+		if !strings.Contains(next.Output(), "swept namespace "+ns) || !strings.Contains(next.Output(), "swept "+dir) {
+			t.Errorf("the next run did not say it swept %s and %s:\n%s", ns, dir, next.Output())
 		}
 		awaitClean(t, pid, ns, dir)
 		syscall.Kill(pid2, syscall.SIGTERM)
-		next.wait(t, 30*time.Second)
+		next.ExitStatus(t, 30*time.Second)
 		awaitClean(t, pid2, ns2, dir2)
 	})
 }

@@ -14,15 +14,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -84,22 +85,6 @@ func setprivArgs(t *testing.T, u *unitFile) []string {
 	return append(args, "--")
 }
 
-// proc is a process a test started; it is killed when the test ends.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // startService starts a unit's ExecStart= in network namespace ns the way
 // systemd would: its environment (the EnvironmentFile= plus overrides, and
 // nothing of the test's own), its user, groups and capabilities, its UMask,
@@ -107,7 +92,7 @@ func (p *proc) exited() bool {
 // LISTEN_FDNAMES the socket's name, and LISTEN_PID and (with WATCHDOG_USEC
 // in env) WATCHDOG_PID set to the service's own pid (sh, ip netns exec and
 // setpriv all exec in place, so the pid is the service's).
-func startService(t *testing.T, ns string, u *unitFile, env map[string]string, listenFile *os.File, socketName string) *proc {
+func startService(t *testing.T, ns string, u *unitFile, env map[string]string, listenFile *os.File, socketName string) *testutil.Proc {
 	t.Helper()
 	argv, err := execArgv(u.value("Service", "ExecStart"), env)
 	if err != nil {
@@ -141,34 +126,20 @@ func startService(t *testing.T, ns string, u *unitFile, env map[string]string, l
 	if listenFile != nil {
 		cmd.ExtraFiles = []*os.File{listenFile}
 	}
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
+	p := testutil.StartTest(t, cmd) // which shows its output if the test fails
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() || testing.Verbose() {
-			t.Logf("%s output:\n%s", u.name, p.out.String())
+		if testing.Verbose() && !t.Failed() {
+			t.Logf("%s output:\n%s", u.name, p.Output())
 		}
 	})
 	return p
 }
 
 // waitFor polls cond for up to 15s, failing early if p exits.
-func waitFor(t *testing.T, p *proc, what string, cond func() bool) {
+func waitFor(t *testing.T, p *testutil.Proc, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if p.exited() {
-			t.Fatalf("process exited while waiting for %s:\n%s", what, p.out.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s:\n%s", what, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.Until(context.Background(), 15*time.Second, p, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -202,18 +173,13 @@ func listenLikeSocketUnit(t *testing.T, s *unitFile, path string) *os.File {
 	return f
 }
 
-var nsCount atomic.Int32
-
 // newNetns makes a named network namespace with lo up and vxlan100,
 // removed when the test ends.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	ns := fmt.Sprintf("quilt-pkg-%d-%d", os.Getpid(), nsCount.Add(1))
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	run(t, "ip", "-n", ns, "link", "add", "vxlan100", "type", "vxlan", "id", "100", "dstport", "4789")
-	run(t, "ip", "-n", ns, "link", "set", "vxlan100", "up")
+	ns := testutil.Netns(t, "quilt-pkg")
+	testutil.Run(t, "ip", "-n", ns, "link", "add", "vxlan100", "type", "vxlan", "id", "100", "dstport", "4789")
+	testutil.Run(t, "ip", "-n", ns, "link", "set", "vxlan100", "up")
 	return ns
 }
 
@@ -253,9 +219,9 @@ func TestUnitsRun(t *testing.T) {
 	os.Chown(state, testID(t, f.value("Service", "User")), testID(t, f.value("Service", "Group")))
 
 	helper := startService(t, ns, h, env, listener, fdName(s))
-	waitFor(t, helper, "the helper to serve", func() bool { return strings.Contains(helper.out.String(), "route helper serving") })
-	if !strings.Contains(helper.out.String(), "socket="+sock) {
-		t.Fatalf("the helper did not serve the socket it was handed:\n%s", helper.out.String())
+	waitFor(t, helper, "the helper to serve", func() bool { return strings.Contains(helper.Output(), "route helper serving") })
+	if !strings.Contains(helper.Output(), "socket="+sock) {
+		t.Fatalf("the helper did not serve the socket it was handed:\n%s", helper.Output())
 	}
 
 	feEnv := map[string]string{}
@@ -310,11 +276,11 @@ func TestUnitsRun(t *testing.T) {
 	fe := startService(t, ns, f, feEnv, grpcFile, fdName(g))
 	waitFor(t, fe, "READY=1", func() bool { return len(notify.With("READY=1")) > 0 })
 	ready := notify.With("READY=1")[0]
-	if int(ready.Pid) != fe.cmd.Process.Pid || !strings.Contains(ready.Status(), "serving gRPC on "+tcpAddr+", "+apiSock) || !strings.Contains(ready.Status(), "in sync") {
-		t.Errorf("READY=1 from pid %d (main pid %d) with STATUS=%q; want the main pid, serving the configured addresses, in sync", ready.Pid, fe.cmd.Process.Pid, ready.Status())
+	if int(ready.Pid) != fe.Pid() || !strings.Contains(ready.Status(), "serving gRPC on "+tcpAddr+", "+apiSock) || !strings.Contains(ready.Status(), "in sync") {
+		t.Errorf("READY=1 from pid %d (main pid %d) with STATUS=%q; want the main pid, serving the configured addresses, in sync", ready.Pid, fe.Pid(), ready.Status())
 	}
-	if !strings.Contains(fe.out.String(), "socket=systemd") {
-		t.Errorf("the frontend did not serve the socket quilt-runtime.socket passed:\n%s", fe.out.String())
+	if !strings.Contains(fe.Output(), "socket=systemd") {
+		t.Errorf("the frontend did not serve the socket quilt-runtime.socket passed:\n%s", fe.Output())
 	}
 
 	// The frontend listens on the configured loopback address, inside the
@@ -334,18 +300,20 @@ func TestUnitsRun(t *testing.T) {
 
 	// Both run as the units say, seen by the kernel.
 	netAdmin := fmt.Sprintf("%016x", uint64(1)<<unix.CAP_NET_ADMIN)
-	checkStatus(t, helper.cmd.Process.Pid, map[string]string{
+	checkStatus(t, helper.Pid(), map[string]string{
 		"Uid": ids(testID(t, "quilt-route-helper")), "Gid": ids(testID(t, "quilt-route-helper")), "Groups": "",
 		"CapInh": netAdmin, "CapPrm": netAdmin, "CapEff": netAdmin, "CapBnd": netAdmin, "CapAmb": netAdmin, "NoNewPrivs": "1",
 	})
-	checkStatus(t, fe.cmd.Process.Pid, map[string]string{
+	checkStatus(t, fe.Pid(), map[string]string{
 		"Uid": ids(testID(t, "quilt-runtime")), "Gid": ids(testID(t, "quilt-runtime")), "Groups": strconv.Itoa(testID(t, "quilt-route")),
 		"CapInh": zero, "CapPrm": zero, "CapEff": zero, "CapBnd": zero, "CapAmb": zero, "NoNewPrivs": "1",
 	})
 
 	// The agent's sequence.
 	client := quiltpb.NewQuiltRuntimeClient(conn)
-	ours := func() string { return run(t, "ip", "-n", ns, "-4", "route", "show", "table", "main", "proto", "81") }
+	ours := func() string {
+		return testutil.Run(t, "ip", "-n", ns, "-4", "route", "show", "table", "main", "proto", "81")
+	}
 	r1, err := client.ConfigureNodeSubnet(ctx, &quiltpb.ConfigureNodeSubnetRequest{Subnet: "10.42.1.0/24"})
 	if err != nil || !r1.Success {
 		t.Fatalf("ConfigureNodeSubnet: %v, %v", r1, err)
@@ -365,7 +333,7 @@ func TestUnitsRun(t *testing.T) {
 		t.Fatalf("after RemoveRoute, routes of protocol 81: %q, want none", got)
 	}
 	// The helper served the frontend's uid, which --allow-uid admitted by name.
-	if want := fmt.Sprintf("peer.uid=%d", testID(t, "quilt-runtime")); !strings.Contains(helper.out.String(), want) {
+	if want := fmt.Sprintf("peer.uid=%d", testID(t, "quilt-runtime")); !strings.Contains(helper.Output(), want) {
 		t.Errorf("helper log lacks %q", want)
 	}
 
@@ -379,8 +347,16 @@ func TestUnitsRun(t *testing.T) {
 	// Its Unix socket: its uid, the directory's group, 0660; served to root
 	// (quilt-ipam as the container runtime runs it), refused to others.
 	var st unix.Stat_t
-	if err := unix.Stat(apiSock, &st); err != nil || int(st.Uid) != testID(t, "quilt-runtime") || int(st.Gid) != testID(t, "quilt-cni") || st.Mode&0o7777 != 0o660 {
-		t.Errorf("%s: uid %d gid %d mode %o (%v); want quilt-runtime, quilt-cni, 0660", apiSock, st.Uid, st.Gid, st.Mode&0o7777, err)
+	if err := unix.Stat(apiSock, &st); err != nil {
+		t.Fatal(err)
+	}
+	type owned struct {
+		UID, GID int
+		Mode     string // the permission bits, setuid, setgid and sticky included
+	}
+	want := owned{UID: testID(t, "quilt-runtime"), GID: testID(t, "quilt-cni"), Mode: "0660"}
+	if diff := cmp.Diff(want, owned{UID: int(st.Uid), GID: int(st.Gid), Mode: fmt.Sprintf("%04o", st.Mode&0o7777)}); diff != "" {
+		t.Errorf("%s: want quilt-runtime's, group quilt-cni, 0660 (-want +got):\n%s", apiSock, diff)
 	}
 	uconn, err := grpc.NewClient("unix://"+apiSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

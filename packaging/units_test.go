@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/quiltmesh/quilt-runtime/frontend"
 	"github.com/quiltmesh/quilt-runtime/frontend/cniipam"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure a service
@@ -295,17 +298,25 @@ func TestPackagingConsistency(t *testing.T) {
 	if unixSocket != cniipam.DefaultSocket || filepath.Dir(unixSocket) != f.value("Service", "ReadWritePaths") {
 		t.Errorf("QUILT_GRPC_ADDR's Unix socket %q: want quilt-ipam's default %s, in the unit's ReadWritePaths=%s", unixSocket, cniipam.DefaultSocket, f.value("Service", "ReadWritePaths"))
 	}
+	type ipam struct{ Type, Socket string }
 	var example struct {
 		Plugins []struct {
-			IPAM struct{ Type, Socket string } `json:"ipam"`
+			IPAM ipam `json:"ipam"`
 		} `json:"plugins"`
 	}
 	b, err := os.ReadFile("cni/10-quilt.conflist")
 	if err == nil {
 		err = json.Unmarshal(b, &example)
 	}
-	if err != nil || len(example.Plugins) != 1 || example.Plugins[0].IPAM.Type != "quilt-ipam" || example.Plugins[0].IPAM.Socket != unixSocket {
-		t.Errorf("cni/10-quilt.conflist: %+v %v; want quilt-ipam on %s", example, err, unixSocket)
+	if err != nil {
+		t.Fatalf("cni/10-quilt.conflist: %v", err)
+	}
+	var got []ipam
+	for _, p := range example.Plugins {
+		got = append(got, p.IPAM)
+	}
+	if diff := cmp.Diff([]ipam{{Type: "quilt-ipam", Socket: unixSocket}}, got); diff != "" {
+		t.Errorf("cni/10-quilt.conflist: want one plugin, its IPAM quilt-ipam on %s (-want +got):\n%s", unixSocket, diff)
 	}
 	argv, err := execArgv(h.value("Service", "ExecStart"), env)
 	if err != nil {
@@ -381,7 +392,7 @@ func TestCopyrightCoversModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"), filepath.Join(binDir, "quilt-ipam"))
+	out := testutil.Run(t, "go", "version", "-m", filepath.Join(binDir, "quilt-route-helper"), filepath.Join(binDir, "quilt-runtime"), filepath.Join(binDir, "quilt-ipam"))
 	seen := 0
 	for _, line := range strings.Split(out, "\n") {
 		w := strings.Fields(line)

@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/quiltmesh/quilt-runtime/internal/netns"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
@@ -100,7 +100,7 @@ func (c *container) echoAddr() string { return netip.AddrPortFrom(c.addr.Addr(),
 // uid can traverse, holding copies of the binaries.
 func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 	c := &cluster{cfg: cfg, log: cfg.Log, prefix: fmt.Sprintf("%s%d-", namePrefix, os.Getpid())}
-	swept, err := sweepStale(ctx)
+	swept, err := sweepStale()
 	if len(swept) > 0 {
 		c.log.Info("removed namespaces left by an earlier run that was killed", "namespaces", swept)
 	}
@@ -359,8 +359,6 @@ func (c *cluster) close() Cleanup {
 	procs, nss, ls, nodes := c.procs, c.namespaces, c.listeners, c.nodes
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var res Cleanup
 	for _, l := range ls {
 		l.Close()
@@ -371,12 +369,16 @@ func (c *cluster) close() Cleanup {
 		}
 	}
 	for _, p := range procs {
-		if p.kill() {
+		killed, err := p.kill()
+		if killed {
 			res.Processes++
+		}
+		if err != nil {
+			c.log.Error("kill", "process", p.name, "err", err)
 		}
 	}
 	for i := len(nss) - 1; i >= 0; i-- {
-		killed, err := removeNetns(ctx, nss[i])
+		killed, err := netns.Remove(nss[i])
 		res.Processes += killed
 		if err != nil {
 			c.log.Error("remove namespace", "namespace", nss[i], "err", err)
@@ -384,8 +386,8 @@ func (c *cluster) close() Cleanup {
 		res.Namespaces++
 	}
 	for _, p := range procs {
-		if !p.exited() {
-			res.Leftovers = append(res.Leftovers, fmt.Sprintf("process %d (%s)", p.pid(), p.name))
+		if !p.Exited() {
+			res.Leftovers = append(res.Leftovers, fmt.Sprintf("process %d (%s)", p.Pid(), p.name))
 		}
 	}
 	for _, ns := range nss {

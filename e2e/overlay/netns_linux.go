@@ -2,17 +2,10 @@ package overlay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/quiltmesh/quilt-runtime/internal/netns"
 )
@@ -82,49 +75,12 @@ func createNetns(ctx context.Context, name string) error {
 	return err
 }
 
-// pidsIn returns the processes running in the named namespace.
-func pidsIn(ctx context.Context, name string) ([]int, error) {
-	out, err := command(ctx, "ip", "netns", "pids", name)
-	if err != nil {
-		return nil, err
-	}
-	var pids []int
-	for _, f := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
-}
-
-// removeNetns kills what still runs in a namespace of ours, then deletes
-// it; its interfaces go with it (a veth pair goes when either end does).
-// It returns how many processes it had to kill.
-func removeNetns(ctx context.Context, name string) (int, error) {
-	if _, err := os.Stat(filepath.Join(netnsDir, name)); errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	pids, err := pidsIn(ctx, name)
-	for _, pid := range pids {
-		unix.Kill(pid, syscall.SIGKILL)
-	}
-	for _, pid := range pids {
-		for i := 0; i < 100 && unix.Kill(pid, 0) == nil; i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if _, derr := command(ctx, "ip", "netns", "del", name); derr != nil {
-		err = errors.Join(err, derr)
-	}
-	return len(pids), err
-}
-
 // namePrefix is the start of every namespace name of a run; the run's pid
 // follows it, then a dash.
 const namePrefix = "qov"
 
 // sweepStale removes namespaces a run of this package left behind when it
 // was killed before it could clean up (see netns.SweepStale).
-func sweepStale(ctx context.Context) ([]string, error) {
-	return netns.SweepStale(namePrefix, func(name string) error { _, err := removeNetns(ctx, name); return err })
+func sweepStale() ([]string, error) {
+	return netns.SweepStale(namePrefix, func(name string) error { _, err := netns.Remove(name); return err })
 }

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,70 +9,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
-// proc is a helper or frontend process of a node.
+// proc is a helper or frontend process of a node. Its output is kept in
+// memory, for checks, and in its log file, for people.
 type proc struct {
+	*testutil.Proc
 	name string
-	cmd  *exec.Cmd
-	out  *logBuffer
-	done chan struct{} // closed once the process has been reaped
-	err  error         // its exit status, once done
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+// kill ends the process with SIGKILL, if it still runs, and reports
+// whether it did.
+func (p *proc) kill() (bool, error) {
+	running := !p.Exited()
+	if err := p.Kill(); err != nil {
+		return running, fmt.Errorf("%s: %w", p.name, err)
 	}
-}
-
-// output returns what the process has written to stdout and stderr.
-func (p *proc) output() string { return p.out.String() }
-
-// signal sends sig and waits up to 10s for the process to end. It reports
-// whether the process was still running.
-func (p *proc) signal(sig syscall.Signal) (bool, error) {
-	if p.exited() {
-		return false, nil
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return true, fmt.Errorf("signal %s: %w", p.name, err)
-	}
-	select {
-	case <-p.done:
-		return true, nil
-	case <-time.After(10 * time.Second):
-		return true, fmt.Errorf("%s (pid %d) still running 10s after %v", p.name, p.pid(), sig)
-	}
-}
-
-// kill ends the process with SIGKILL, if it still runs.
-func (p *proc) kill() bool {
-	running, _ := p.signal(syscall.SIGKILL)
-	return running
-}
-
-// killedBy reports whether the process ended by sig.
-func (p *proc) killedBy(sig syscall.Signal) bool {
-	if !p.exited() || p.cmd.ProcessState == nil {
-		return false
-	}
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == sig
+	return running, nil
 }
 
 // start runs argv inside the node's namespace. `ip netns exec` and setpriv
@@ -88,18 +48,19 @@ func (c *cluster) start(n *node, name string, argv ...string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: n.name + " " + name, out: &logBuffer{file: logf}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", n.ns}, argv...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.ns}, argv...)...)
+	out := &testutil.LogBuffer{Tee: logf}
+	cmd.Stdout, cmd.Stderr = out, out
+	tp, err := testutil.Start(cmd)
+	if err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", p.name, err)
+		return nil, fmt.Errorf("start %s %s: %w", n.name, name, err)
 	}
-	c.log.Info("started", "process", p.name, "pid", p.pid())
+	p := &proc{Proc: tp, name: n.name + " " + name}
+	c.log.Info("started", "process", p.name, "pid", p.Pid())
 	go func() {
-		p.err = p.cmd.Wait()
+		<-p.Done() // its last write is in
 		logf.Close()
-		close(p.done)
 	}()
 	c.procs = append(c.procs, p)
 	return p, nil
@@ -152,7 +113,7 @@ func (c *cluster) startHelper(ctx context.Context, n *node) error {
 	}
 	n.helperProc = p
 	return waitUntil(ctx, 15*time.Second, p, func() bool {
-		return strings.Contains(p.output(), "route helper serving")
+		return strings.Contains(p.Output(), "route helper serving")
 	})
 }
 
@@ -188,50 +149,14 @@ func (c *cluster) startFrontend(ctx context.Context, n *node) error {
 	})
 }
 
-// ErrExited means a process ended while we waited for it to get ready.
-var ErrExited = errors.New("process exited")
-
-// waitUntil polls cond every 20ms until it holds, p exits, ctx ends or the
-// limit passes.
+// waitUntil polls cond until it holds, p (unless nil) exits, ctx ends or
+// the limit passes (see testutil.Until).
 func waitUntil(ctx context.Context, limit time.Duration, p *proc, cond func() bool) error {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s: %w (%v):\n%s", p.name, ErrExited, p.err, p.output())
-		}
-		if time.Now().After(deadline) {
-			out := ""
-			if p != nil {
-				out = fmt.Sprintf("; %s said:\n%s", p.name, p.output())
-			}
-			return fmt.Errorf("not ready after %v%s: %w", limit, out, context.DeadlineExceeded)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	if p == nil {
+		return testutil.Until(ctx, limit, nil, cond)
+	}
+	if err := testutil.Until(ctx, limit, p.Proc, cond); err != nil {
+		return fmt.Errorf("%s: %w", p.name, err)
 	}
 	return nil
-}
-
-// logBuffer keeps a process's output in memory, for checks, and in its
-// log file, for people.
-type logBuffer struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	file *os.File
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.file.Write(p)
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

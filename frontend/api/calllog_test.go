@@ -1,14 +1,12 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,28 +14,25 @@ import (
 	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
 	"github.com/quiltmesh/quilt-runtime/frontend/internal/testnode"
 	"github.com/quiltmesh/quilt-runtime/frontend/route"
+	"github.com/quiltmesh/quilt-runtime/internal/testutil"
 	"github.com/quiltmesh/quilt-runtime/proto/quiltpb"
 )
 
-// logBuffer collects JSON log lines while goroutines write them.
+// logBuffer collects JSON log lines while goroutines write them; take
+// reads them from the test's goroutine.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	testutil.LogBuffer
+	taken int
 }
 
 // take returns the lines written since the last take as "LEVEL msg".
 func (b *logBuffer) take(t *testing.T) []string {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	all := b.String()
+	fresh := all[b.taken:]
+	b.taken = len(all)
 	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(fresh), "\n") {
 		var rec struct{ Level, Msg string }
 		if line == "" {
 			continue
@@ -47,7 +42,6 @@ func (b *logBuffer) take(t *testing.T) []string {
 		}
 		out = append(out, rec.Level+" "+rec.Msg)
 	}
-	b.buf.Reset()
 	return out
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -105,4 +106,75 @@ func SweepStale(prefix string, remove func(name string) error) ([]string, error)
 		swept = append(swept, e.Name())
 	}
 	return swept, errors.Join(errs...)
+}
+
+// Remove kills whatever still runs in the named namespace, waits until
+// each of those processes has ended, then deletes the namespace, so its
+// interfaces (and a veth's peer in another namespace) are gone when it
+// returns. A namespace that does not exist is no error. It returns how
+// many processes it killed. It takes at most 30 s, on a context of its
+// own: it must work while a run is being torn down.
+func Remove(name string) (int, error) {
+	if _, err := os.Stat(filepath.Join(Dir, name)); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pids, err := pidsIn(ctx, name)
+	var pidfds []int
+	for _, pid := range pids {
+		// A pidfd names the process itself, not whatever may reuse its
+		// pid, and reads as ready once the process has ended, reaped or
+		// not (kill(pid, 0) still finds a zombie).
+		fd, perr := unix.PidfdOpen(pid, 0)
+		if perr != nil {
+			continue // gone already
+		}
+		defer unix.Close(fd)
+		if perr := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); perr == nil {
+			pidfds = append(pidfds, fd)
+		}
+	}
+	for _, fd := range pidfds {
+		if werr := waitReadable(ctx, fd); werr != nil {
+			err = errors.Join(err, fmt.Errorf("namespace %s: a killed process did not end: %w", name, werr))
+		}
+	}
+	if out, derr := exec.CommandContext(ctx, "ip", "netns", "del", name).CombinedOutput(); derr != nil {
+		err = errors.Join(err, fmt.Errorf("ip netns del %s: %w: %s", name, derr, strings.TrimSpace(string(out))))
+	}
+	return len(pidfds), err
+}
+
+// pidsIn returns the processes running in the named namespace.
+func pidsIn(ctx context.Context, name string) ([]int, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip netns pids %s: %w", name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// waitReadable waits until fd is readable or ctx, which has a deadline,
+// ends.
+func waitReadable(ctx context.Context, fd int) error {
+	deadline, _ := ctx.Deadline()
+	for ctx.Err() == nil {
+		ms := max(1, int(time.Until(deadline).Milliseconds()))
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case err != nil:
+			return err
+		case n > 0:
+			return nil
+		}
+	}
+	return ctx.Err()
 }

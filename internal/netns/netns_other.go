@@ -26,3 +26,6 @@ func Listen(string, string) (net.Listener, error) { return nil, errNotLinux }
 
 // SweepStale is not implemented beyond Linux.
 func SweepStale(string, func(string) error) ([]string, error) { return nil, errNotLinux }
+
+// Remove is not implemented beyond Linux.
+func Remove(string) (int, error) { return 0, errNotLinux }
