@@ -95,8 +95,9 @@ func sample() *Report {
 	run := Scale{N: 255, Peers: 255, Systems: []System{
 		{ID: "a", Results: []Result{ok("kernel-add-pipelined", 255, 0.001, 0), ok("kernel-add-sequential", 255, 0.002, 0.008)}},
 		{ID: "b", Results: []Result{ok("health-sequential", 255, 0.05, 0.2), ok("inject-sequential", 255, 0.02, 0.070), ok("reinject-sequential", 255, 0.06, 0.25),
+			ok("inject-concurrent", 255, 0.004, 0.2),
 			unimpl, noWatch("repair-delete"), noWatch("repair-bounce")}, Processes: []Process{{Name: SingleBin, PeakRSSKiB: 20 << 10}}},
-		{ID: "c", Results: []Result{ok("health-sequential", 255, 0.05, 0.3), ok("inject-sequential", 255, 0.025, 0.091), ok("reinject-sequential", 255, 0.092, 0.36),
+		{ID: "c", Results: []Result{ok("health-sequential", 255, 0.05, 0.3), ok("inject-sequential", 255, 0.025, 0.091), ok("reinject-sequential", 255, 0.092, 0.36), ok("inject-concurrent", 255, 0.0125, 0.3),
 			ok("apply-add", 255, 0.004, 0), ok("repair-delete", 100, 0.05, 0.2), ok("repair-bounce", 255, 0.0505, 0), ok("inject-veths", 255, 0.03, 0.1)},
 			Processes: []Process{{Name: HelperBin, PeakRSSKiB: 5 << 10}, {Name: FrontendBin, PeakRSSKiB: 50 << 10}}},
 	}}
@@ -150,6 +151,10 @@ func TestRatiosAndTargets(t *testing.T) {
 		"255 every route back after vxlan100 down, up, (c)":               "50.5ms true < 101ms: 100ms plus (a)'s pipelined add of 255 routes, 1.00ms",
 		"255 InjectRoute p50 with 1,000 extra veths over without, (c)":    "1.10x true",
 		"255 ApplyRoutes of 255 adds, (c)":                                "4.00ms true",
+		"255 InjectRoute routes/s, 16 clients over one, (b)":              "5.00x true",
+		"255 InjectRoute routes/s, 16 clients over one, (c)":              "2.00x false",
+		"65535 InjectRoute routes/s, 16 clients over one, (b)":            "-",
+		"65535 InjectRoute routes/s, 16 clients over one, (c)":            "-",
 		"255 InjectRoute, sequential of 255 peers, (c)":                   "25.0ms true",
 		"255 InjectRoute again (resync) of 255 peers, (c)":                "92.0ms false",
 		"255 peak RSS of quilt-route-helper, (c)":                         "5.0 MiB true",

@@ -139,8 +139,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 }
 
 // handle answers one message in place: a hello, a list, or a batch of
-// adds and deletes. The audit log gets one line per change made and per
-// request refused; a request that changed nothing gets none.
+// adds and deletes, then audits it.
 func (s *Server) handle(reqs []wire.Record, peer slog.Attr) [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
