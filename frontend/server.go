@@ -328,6 +328,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// watch's own repairs (RepairChanged) report to neither.
 	go node.Routes.ResyncLoop(bg, cfg.ResyncInterval, kick, notify.hooks(node.Routes.DesiredLen))
 	go helperclient.WatchLoop(bg, node.Helper, cfg.Log, func(resync bool, changed []netip.Prefix) {
+		node.Routes.WatchReport(resync, changed)
 		if resync {
 			select {
 			case kick <- struct{}{}:
@@ -337,7 +338,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if len(changed) > 0 {
 			node.RepairChanged(bg, changed)
 		}
-	})
+	}, node.Routes.WatchEnded)
 	go node.SummaryLoop(bg, cmp.Or(cfg.SummaryInterval, api.DefaultSummaryInterval))
 	if cfg.MetricsAddr != "" {
 		ms := &http.Server{Addr: cfg.MetricsAddr, Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second}

@@ -39,12 +39,16 @@ type desired struct {
 	routes  map[key]uint32 // destination -> index in names of its interface
 	names   []string       // every interface name routes have used, once; only ever appended to
 	adopted map[key]struct{}
+	// held are the desired routes the helper last said the kernel holds
+	// as desired, and nothing has contradicted since (watch.go). Every
+	// change to a route drops it from held.
+	held map[key]struct{}
 
 	stripes [64]sync.Mutex
 }
 
 func newDesired(store Store, saved map[netip.Prefix]string, adopted map[netip.Prefix]bool) *desired {
-	d := &desired{store: store, routes: make(map[key]uint32, len(saved)), adopted: map[key]struct{}{}}
+	d := &desired{store: store, routes: make(map[key]uint32, len(saved)), adopted: map[key]struct{}{}, held: map[key]struct{}{}}
 	for dst, ifname := range saved {
 		d.routes[keyOf(dst)] = d.nameIndex(ifname)
 	}
@@ -227,6 +231,7 @@ func (d *desired) apply(rc []route.Route, adopt bool) {
 // deletes, and the route is adopted or, if not, confirmed. mu is held.
 func (d *desired) applyLocked(c route.Route, adopt bool) {
 	k := keyOf(c.Dst)
+	delete(d.held, k)
 	if c.IsRemoval() {
 		delete(d.routes, k)
 	} else {
@@ -266,4 +271,49 @@ func (d *desired) adoptedList() []netip.Prefix {
 		dsts[i] = k.prefix()
 	}
 	return dsts
+}
+
+// hold notes that the kernel holds dst via ifname, as the helper just
+// answered, if that is how dst is desired and it is not adopted (an
+// adopted route's next request confirms it, so it must reach Apply's
+// record).
+func (d *desired) hold(dst netip.Prefix, ifname string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := keyOf(dst)
+	i, ok := d.routes[k]
+	if _, adopted := d.adopted[k]; !ok || adopted || d.names[i] != ifname {
+		return
+	}
+	d.held[k] = struct{}{}
+}
+
+// release forgets that the kernel holds dst.
+func (d *desired) release(dst netip.Prefix) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.held, keyOf(dst))
+}
+
+// releaseAll forgets that the kernel holds any route.
+func (d *desired) releaseAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.held)
+}
+
+// isHeld reports whether dst is desired via ifname and the kernel is known
+// to hold it so.
+func (d *desired) isHeld(dst netip.Prefix, ifname string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	k := keyOf(dst)
+	_, held := d.held[k]
+	return held && d.names[d.routes[k]] == ifname
+}
+
+func (d *desired) heldLen() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.held)
 }

@@ -8,7 +8,10 @@
 // helper's list of ours, compared by the one diff), and the repairs the
 // helper's watch asks for (RepairChanged: a route deleted by hand is put
 // back at once). A desired route held by a route that is not quilt's is a
-// conflict: reported, never forced.
+// conflict: reported, never forced. While the watch is open, what it and
+// the helper's answers say the kernel holds lets Apply answer the agent's
+// re-inject of such a route without a helper round trip (watch.go:
+// WatchReport, WatchEnded).
 //
 // Two rules keep the frontend's own bookkeeping from cutting traffic:
 // adoption (a new state file takes the routes of ours the kernel holds as

@@ -57,6 +57,14 @@ type Reconciler struct {
 	counters counters
 	requests *group.Group[*request] // for the helper, gathered (send)
 
+	// watch is what the helper's watch has said, for what the frontend
+	// knows the kernel holds (watch.go).
+	watch struct {
+		sync.Mutex
+		open  bool   // a watch is open and has sent its first report
+		epoch uint64 // its reports, and the ends of watches, so far
+	}
+
 	mu           sync.Mutex
 	adoptPending bool                    // the state file was new: the first resync adopts what the kernel holds
 	agentSince   time.Time               // the agent's first call since routes were adopted
@@ -181,6 +189,10 @@ func (r *Reconciler) Apply(ctx context.Context, b Batch) (Applied, error) {
 			return Applied{}, err
 		}
 	}
+	if len(b.Changes) == 1 && !b.Sync && !b.Changes[0].IsRemoval() && r.routes.isHeld(b.Changes[0].Dst, b.Changes[0].Ifname) {
+		// The agent's re-inject: desired so, and the kernel holds it so (watch.go).
+		return Applied{Changes: b.Changes, Results: []wire.Result{wire.ResultUnchanged}, Errs: []error{nil}}, nil
+	}
 	a := Applied{Changes: b.Changes}
 	if b.Sync {
 		a.Changes = append(slices.Clip(b.Changes), r.unnamed(ctx, b.Changes)...)
@@ -218,7 +230,9 @@ func (r *Reconciler) unnamed(ctx context.Context, set []route.Route) []route.Rou
 // notes what its answers say of conflicts: an add refused for a foreign
 // route is one, a route no longer desired is none.
 func (r *Reconciler) carryOut(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
+	epoch := r.watchEpoch()
 	res, errs := r.send(ctx, changes)
+	r.noteAnswers(epoch, changes, res, errs)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, c := range changes {
