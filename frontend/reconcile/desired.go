@@ -36,19 +36,15 @@ type desired struct {
 	store Store
 
 	mu      sync.RWMutex
-	routes  map[key]uint32 // destination -> index in names of its interface
+	routes  map[key]uint32 // destination -> index in names of its interface, with heldBit
 	names   []string       // every interface name routes have used, once; only ever appended to
 	adopted map[key]struct{}
-	// held are the desired routes the helper last said the kernel holds
-	// as desired, and nothing has contradicted since (watch.go). Every
-	// change to a route drops it from held.
-	held map[key]struct{}
 
 	stripes [64]sync.Mutex
 }
 
 func newDesired(store Store, saved map[netip.Prefix]string, adopted map[netip.Prefix]bool) *desired {
-	d := &desired{store: store, routes: make(map[key]uint32, len(saved)), adopted: map[key]struct{}{}, held: map[key]struct{}{}}
+	d := &desired{store: store, routes: make(map[key]uint32, len(saved)), adopted: map[key]struct{}{}}
 	for dst, ifname := range saved {
 		d.routes[keyOf(dst)] = d.nameIndex(ifname)
 	}
@@ -102,7 +98,7 @@ func (d *desired) getLocked(dst netip.Prefix) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return d.names[i], true
+	return d.names[i&^heldBit], true
 }
 
 func (d *desired) len() int {
@@ -117,7 +113,7 @@ func (d *desired) all() map[netip.Prefix]string {
 	defer d.mu.RUnlock()
 	m := make(map[netip.Prefix]string, len(d.routes))
 	for k, i := range d.routes {
-		m[k.prefix()] = d.names[i]
+		m[k.prefix()] = d.names[i&^heldBit]
 	}
 	return m
 }
@@ -127,7 +123,7 @@ func (d *desired) snapshot() *table {
 	d.mu.RLock()
 	t := &table{entries: make([]uint64, 0, len(d.routes)), names: slices.Clip(d.names)}
 	for k, i := range d.routes {
-		t.add(k, i)
+		t.add(k, i&^heldBit)
 	}
 	d.mu.RUnlock()
 	t.sort()
@@ -231,7 +227,6 @@ func (d *desired) apply(rc []route.Route, adopt bool) {
 // deletes, and the route is adopted or, if not, confirmed. mu is held.
 func (d *desired) applyLocked(c route.Route, adopt bool) {
 	k := keyOf(c.Dst)
-	delete(d.held, k)
 	if c.IsRemoval() {
 		delete(d.routes, k)
 	} else {
@@ -273,6 +268,12 @@ func (d *desired) adoptedList() []netip.Prefix {
 	return dsts
 }
 
+// heldBit, set in a route's value in routes, says the helper last said
+// the kernel holds the route as desired, and nothing has contradicted it
+// since (watch.go). Every change to a route clears it: its value is new.
+// Interface indexes never come near it.
+const heldBit = 1 << 31
+
 // hold notes that the kernel holds dst via ifname, as the helper just
 // answered, if that is how dst is desired and it is not adopted (an
 // adopted route's next request confirms it, so it must reach Apply's
@@ -282,24 +283,29 @@ func (d *desired) hold(dst netip.Prefix, ifname string) {
 	defer d.mu.Unlock()
 	k := keyOf(dst)
 	i, ok := d.routes[k]
-	if _, adopted := d.adopted[k]; !ok || adopted || d.names[i] != ifname {
+	if _, adopted := d.adopted[k]; !ok || adopted || d.names[i&^heldBit] != ifname {
 		return
 	}
-	d.held[k] = struct{}{}
+	d.routes[k] = i | heldBit
 }
 
 // release forgets that the kernel holds dst.
 func (d *desired) release(dst netip.Prefix) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.held, keyOf(dst))
+	k := keyOf(dst)
+	if i, ok := d.routes[k]; ok {
+		d.routes[k] = i &^ heldBit
+	}
 }
 
 // releaseAll forgets that the kernel holds any route.
 func (d *desired) releaseAll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	clear(d.held)
+	for k, i := range d.routes {
+		d.routes[k] = i &^ heldBit
+	}
 }
 
 // isHeld reports whether dst is desired via ifname and the kernel is known
@@ -307,13 +313,19 @@ func (d *desired) releaseAll() {
 func (d *desired) isHeld(dst netip.Prefix, ifname string) bool {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	k := keyOf(dst)
-	_, held := d.held[k]
-	return held && d.names[d.routes[k]] == ifname
+	i, ok := d.routes[keyOf(dst)]
+	return ok && i&heldBit != 0 && d.names[i&^heldBit] == ifname
 }
 
+// heldLen is how many desired routes the kernel is known to hold.
 func (d *desired) heldLen() int {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return len(d.held)
+	n := 0
+	for _, i := range d.routes {
+		if i&heldBit != 0 {
+			n++
+		}
+	}
+	return n
 }

@@ -16,7 +16,7 @@ import (
 // desired route the kernel is known to hold as desired "unchanged" without
 // a helper round trip; anything else still goes to the helper.
 //
-// The knowledge (desired.held) is only ever added to from an answer the
+// The knowledge (desired's heldBit) is only ever added to from an answer the
 // helper gave while one watch was open throughout, with no report from it
 // in between; every report drops what it names (a resync report, all of
 // it), and so does the end of the watch. A report that arrives just after
