@@ -81,6 +81,6 @@ func (r *Reconciler) noteAnswers(epoch uint64, changes []route.Route, results []
 	}
 }
 
-// Known is how many desired routes the kernel is known to hold without
+// known is how many desired routes the kernel is known to hold without
 // asking the helper.
-func (r *Reconciler) Known() int { return r.routes.heldLen() }
+func (r *Reconciler) known() int { return r.routes.heldLen() }

@@ -111,11 +111,11 @@ func TestReinjectKnownWithoutHelper(t *testing.T) {
 	step("remove y", route.Route{Dst: y}, true, wire.ResultDeleted)
 	step("add y again", add(y, "vxlan100"), true, wire.ResultCreated)
 
-	if got := r.Known(); got != 3 {
+	if got := r.known(); got != 3 {
 		t.Errorf("known: %d routes, want 3 (x, y, a)", got)
 	}
 	r.WatchEnded()
-	if got := r.Known(); got != 0 {
+	if got := r.known(); got != 0 {
 		t.Errorf("known after the watch ended: %d, want 0", got)
 	}
 	step("re-inject after the watch ended", add(x, "vxlan100"), true, wire.ResultUnchanged)
