@@ -381,11 +381,11 @@ func (s *scenario) retryTimeouts(ctx context.Context, st *Step, m *Matrix, want 
 		}
 		start := time.Now()
 		err := probe(ctx, from, to, matrixTimeout)
-		st.Notes = append(st.Notes, fmt.Sprintf("%s->%s timed out; probed again after %v: %s in %.1fms", cell.From, cell.To, icmpRefill, classify(err), ms(time.Since(start))))
 		cell.Outcome, cell.Millis, cell.Error = classify(err), ms(time.Since(start)), ""
 		if err != nil {
 			cell.Error = err.Error()
 		}
+		st.Notes = append(st.Notes, fmt.Sprintf("%s->%s timed out; probed again after %v: %s in %.1fms", cell.From, cell.To, icmpRefill, cell.Outcome, cell.Millis))
 		s.icmpSpent = time.Now()
 	}
 }

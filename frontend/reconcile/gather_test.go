@@ -24,24 +24,33 @@ type nullStore struct{}
 func (nullStore) ChangeRoutes(iter.Seq[route.Route]) error { return nil }
 func (nullStore) AdoptRoutes(iter.Seq[route.Route]) error  { return nil }
 
-// heldHelper holds its first Apply until hold says so, and records the
-// changes of every Apply.
-type heldHelper struct {
+// recordingHelper records the changes of every Apply and, if during is
+// set, calls it in the middle of each with the call's number (1 the
+// first), before the changes are carried out.
+type recordingHelper struct {
 	*testkit.Helper
-	hold  func()
-	mu    sync.Mutex
-	calls [][]route.Route
+	during func(call int)
+	mu     sync.Mutex
+	calls  [][]route.Route
 }
 
-func (h *heldHelper) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
+func (h *recordingHelper) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
 	h.mu.Lock()
 	h.calls = append(h.calls, slices.Clone(changes))
-	first := len(h.calls) == 1
+	call := len(h.calls)
+	during := h.during
 	h.mu.Unlock()
-	if first {
-		h.hold()
+	if during != nil {
+		during(call)
 	}
 	return h.Helper.Apply(ctx, changes)
+}
+
+// count is the number of Apply calls so far.
+func (h *recordingHelper) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.calls)
 }
 
 // TestConcurrentChangesShareAMessage: route changes that arrive while a
@@ -54,7 +63,10 @@ func TestConcurrentChangesShareAMessage(t *testing.T) {
 	}
 	fake := testkit.New(route.Route{Dst: peer(3), Ifname: "vxlan100"})
 	var r *Reconciler
-	h := &heldHelper{Helper: fake, hold: func() {
+	h := &recordingHelper{Helper: fake, during: func(call int) {
+		if call > 1 {
+			return
+		}
 		for r.requests.Waiting() < 9 {
 			runtime.Gosched()
 		}
@@ -77,10 +89,7 @@ func TestConcurrentChangesShareAMessage(t *testing.T) {
 		})
 		if i == 0 {
 			for { // the first is in flight before the others come
-				h.mu.Lock()
-				n := len(h.calls)
-				h.mu.Unlock()
-				if n == 1 {
+				if h.count() == 1 {
 					break
 				}
 				runtime.Gosched()

@@ -4,39 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"testing"
 
 	"github.com/quiltmesh/quilt-runtime/frontend/internal/testkit"
 	"github.com/quiltmesh/quilt-runtime/frontend/route"
 	"github.com/quiltmesh/quilt-runtime/shared/wire"
 )
-
-// countingHelper counts Apply calls, and runs during, if set, in the
-// middle of each.
-type countingHelper struct {
-	*testkit.Helper
-	mu     sync.Mutex
-	calls  int
-	during func()
-}
-
-func (h *countingHelper) Apply(ctx context.Context, changes []route.Route) ([]wire.Result, []error) {
-	h.mu.Lock()
-	h.calls++
-	during := h.during
-	h.mu.Unlock()
-	if during != nil {
-		during()
-	}
-	return h.Helper.Apply(ctx, changes)
-}
-
-func (h *countingHelper) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.calls
-}
 
 // TestReinjectKnownWithoutHelper: with the watch open, an add of a route
 // the helper last said the kernel holds as desired is answered
@@ -48,7 +21,7 @@ func TestReinjectKnownWithoutHelper(t *testing.T) {
 		netip.MustParsePrefix("10.42.4.0/24"), netip.MustParsePrefix("10.42.5.0/24")
 	fake := testkit.New(route.Route{Dst: a, Ifname: "vxlan100"})
 	fake.Conflict(z)
-	h := &countingHelper{Helper: fake}
+	h := &recordingHelper{Helper: fake}
 	pol := testkit.Policy
 	pol.Interfaces = []string{"vxlan100", "vxlan101"}
 	r := New(Config{Policy: pol, Helper: h, Store: nullStore{}, Log: slog.New(slog.DiscardHandler),
@@ -93,7 +66,7 @@ func TestReinjectKnownWithoutHelper(t *testing.T) {
 
 	// A report that comes while the request is out: the answer may
 	// predate it, so it does not count.
-	h.during = func() { r.WatchReport(false, []netip.Prefix{y}) }
+	h.during = func(int) { r.WatchReport(false, []netip.Prefix{y}) }
 	step("add of y, with a report meanwhile", add(y, "vxlan100"), true, wire.ResultCreated)
 	h.during = nil
 	step("re-inject of y", add(y, "vxlan100"), true, wire.ResultUnchanged)
